@@ -1,0 +1,52 @@
+"""Named errors a user can act on.
+
+Every failure that bad input or a missing resource can cause is one of these. The CLI prints
+``str(error)`` without a traceback; the service maps each class to an HTTP status
+(:attr:`SamiamError.http_status`).
+"""
+
+
+class SamiamError(Exception):
+    """Base class of every error samiam raises on purpose."""
+
+    http_status = 500
+
+
+class ImageError(SamiamError):
+    """The image cannot be used: unreadable, corrupt, empty, constant, too large, bad channels."""
+
+    http_status = 422
+
+
+class ImageNotFoundError(ImageError):
+    http_status = 404
+
+
+class ImageTooLargeError(ImageError):
+    http_status = 413
+
+
+class UnsupportedImageError(ImageError):
+    """Readable, but of a kind samiam does not segment (bit depth, channel count, zero size)."""
+
+
+class ConstantImageError(ImageError):
+    """Every pixel has the same value: there is nothing to segment."""
+
+
+class CheckpointError(SamiamError):
+    """A model checkpoint is missing, corrupt, or of the wrong model type."""
+
+    http_status = 503
+
+
+class MaskSetError(SamiamError):
+    """Proposal masks given by the caller have the wrong shape, dtype or size."""
+
+    http_status = 422
+
+
+class SettingsError(SamiamError):
+    """A setting has an unknown name or a value out of range."""
+
+    http_status = 400

@@ -1,0 +1,133 @@
+"""The engine's public entry points: :func:`segment`, :func:`boost` and :class:`Engine`.
+
+image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> booster.merge_masks
+      -> Segmentation (K non-overlapping material masks with scores)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from samiam import masks as masklib
+from samiam.booster import merge_masks, remove_masks
+from samiam.booster.embedders import TextureEmbedder, make_embedder
+from samiam.io import ImageSource, Micrograph, load_micrograph
+from samiam.proposals import Proposer, make_proposer
+from samiam.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What the engine returns for one image.
+
+    materials: (K, H, W) bool, pairwise disjoint, one mask per material.
+    scores: (K,) float32 in [0, 1], confidence of each material mask.
+    proposals: (N, H, W) bool, the proposer's raw masks (before the booster).
+    removed: (N,) object, why each proposal was removed (None when kept).
+    assignment: (N,) int, material index of each proposal (-1 when removed or unassigned).
+    """
+
+    materials: np.ndarray
+    scores: np.ndarray
+    proposals: np.ndarray
+    removed: np.ndarray
+    assignment: np.ndarray
+    proposer: str
+    embedder: str
+    settings: Settings
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def label_map(self) -> np.ndarray:
+        """(H, W) uint16: 0 = unsegmented, k = material k (1-based, as in ``materials[k-1]``)."""
+        return masklib.to_label_map(self.materials)
+
+    @property
+    def score(self) -> float:
+        """Overall confidence: area-weighted mean of the material scores (0 when empty)."""
+        sizes = masklib.areas(self.materials)
+        return float((self.scores * sizes).sum() / sizes.sum()) if sizes.sum() else 0.0
+
+
+class Engine:
+    """Proposer and texture embedder loaded once, reused for every image (one per worker)."""
+
+    def __init__(self, settings: Settings | None = None,
+                 proposer: Proposer | None = None, embedder: TextureEmbedder | None = None):
+        self.settings = settings or Settings.from_env()
+        self._proposer = proposer
+        self.embedder = embedder or make_embedder(self.settings.merging)
+
+    @property
+    def proposer(self) -> Proposer:
+        """The proposer, loaded on first use (a worker calls :meth:`load` at start instead)."""
+        if self._proposer is None:
+            self._proposer = make_proposer(self.settings.proposals)
+        return self._proposer
+
+    def load(self) -> "Engine":
+        """Load every model now, so that the first request does not pay for it."""
+        _ = self.proposer
+        return self
+
+    def segment(self, image: ImageSource | Micrograph, settings: Settings | None = None) -> Segmentation:
+        """Propose masks for ``image`` and boost them. ``settings`` may override the booster's."""
+        settings = settings or self.settings
+        micrograph = _as_micrograph(image, settings)
+        started = time.perf_counter()
+        proposals = self.proposer.propose(micrograph)
+        timings = {"proposals_s": time.perf_counter() - started}
+        return self._boost(micrograph, proposals.masks, proposals.scores, settings, timings,
+                           self.proposer.name)
+
+    def boost(self, image: ImageSource | Micrograph, masks: np.ndarray,
+              scores: np.ndarray | None = None, settings: Settings | None = None) -> Segmentation:
+        """Run only the booster on given proposals ``masks: (N, H, W) bool``."""
+        settings = settings or self.settings
+        micrograph = _as_micrograph(image, settings)
+        masks = masklib.as_mask_stack(masks, micrograph.grey.shape)
+        scores = np.ones(len(masks), np.float32) if scores is None else np.asarray(scores, np.float32)
+        return self._boost(micrograph, masks, scores, settings, {}, "given")
+
+    def _boost(self, micrograph: Micrograph, masks: np.ndarray, scores: np.ndarray,
+               settings: Settings, timings: dict[str, float], proposer_name: str) -> Segmentation:
+        embedder = self.embedder
+        if settings.merging.embedder != self.settings.merging.embedder \
+                or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
+            embedder = make_embedder(settings.merging)
+        started = time.perf_counter()
+        removal = remove_masks(masks, settings.removal)
+        timings["removal_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        kept = np.flatnonzero(removal.keep)
+        merged = merge_masks(micrograph.grey, masks[kept], scores[kept], settings.merging, embedder)
+        timings["merging_s"] = time.perf_counter() - started
+        assignment = np.full(len(masks), -1, np.int64)
+        assignment[kept] = merged.assignment
+        log.info("%s: %d proposals -> %d kept -> %d materials", micrograph.name, len(masks),
+                 len(kept), len(merged.materials))
+        return Segmentation(
+            materials=merged.materials, scores=merged.scores, proposals=masks,
+            removed=removal.reasons, assignment=assignment, proposer=proposer_name,
+            embedder=embedder.name, settings=settings, timings=timings)
+
+
+def _as_micrograph(image: ImageSource | Micrograph, settings: Settings) -> Micrograph:
+    return image if isinstance(image, Micrograph) else load_micrograph(image, settings.image)
+
+
+def segment(image: ImageSource | Micrograph, settings: Settings | None = None) -> Segmentation:
+    """Segment one micrograph into material masks (loads models on each call; use
+    :class:`Engine` to keep them loaded)."""
+    return Engine(settings).segment(image)
+
+
+def boost(image: ImageSource | Micrograph, masks: np.ndarray, settings: Settings | None = None) -> Segmentation:
+    """Run the semantic booster on proposals made elsewhere: ``masks: (N, H, W) bool``."""
+    settings = settings or Settings.from_env()
+    return Engine(settings).boost(image, masks, settings=settings)

@@ -1,0 +1,167 @@
+"""Every knob of the engine, named once, with the paper's defaults.
+
+Settings are frozen dataclasses. They can be overridden per call (:meth:`Settings.replace`
+with dotted names such as ``{"merging.materials": 3}``), per project (the service stores a dict
+of the same form) or by environment variable (``SAMIAM_<SECTION>_<FIELD>``, e.g.
+``SAMIAM_MERGING_CROP_SIZE=48``; see :meth:`Settings.from_env`).
+
+Sizes in pixels that depend on the image size (crop size, island area) are given for a
+*reference* image side of 1024 px, as in the paper, and scaled with
+:func:`scale_to_image`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from samiam.errors import SettingsError
+
+REFERENCE_SIDE = 1024
+"""Image side (px) at which pixel-valued defaults are given; they scale with sqrt(H*W)/1024."""
+
+
+def scale_to_image(pixels_at_reference: float, height: int, width: int) -> float:
+    """Scale a length given for a 1024 x 1024 image to an image of ``height`` x ``width``."""
+    return pixels_at_reference * ((height * width) ** 0.5) / REFERENCE_SIDE
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    max_pixels: int = 8192 * 8192
+    """Refuse images with more pixels than this (decompression-bomb guard)."""
+    stretch_percentiles: tuple[float, float] = (0.5, 99.5)
+    """Percentiles mapped to 0 and 255 in the uint8 copy given to SAM."""
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    proposer: str = "auto"
+    """``sam``, ``classical``, or ``auto`` (SAM when its checkpoint is present, else classical)."""
+    model_type: str = "vit_l"
+    checkpoint: str | None = None
+    """Explicit checkpoint file; when None it is looked up by name in ``model_dir``."""
+    model_dir: str = field(default_factory=lambda: os.environ.get(
+        "SAMIAM_MODEL_DIR", os.path.join(os.path.expanduser("~"), ".cache", "samiam", "models")))
+    verify_checksum: bool = True
+    device: str = "auto"
+    """``auto`` picks CUDA when available, else CPU."""
+    points_per_side: int = 16
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.92
+    crop_n_layers: int = 1
+    crop_n_points_downscale_factor: int = 2
+    min_mask_region_area: int = 0
+    """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
+    classical_segments: int = 48
+    """Target number of superpixels of the weight-free proposer at the reference size."""
+
+
+@dataclass(frozen=True)
+class RemovalSettings:
+    """Thresholds of the paper's mask-removal rules (Algorithm 1), as fractions."""
+
+    child_inside: float = 0.90
+    """B is a child of A when more than this fraction of B lies inside A (and not vice versa)."""
+    tiny_child: float = 0.05
+    """A child covering less than this fraction of its parent is removed (tiny child)."""
+    compound_covered: float = 0.70
+    """A parent whose non-tiny children cover more than this fraction of it is removed (compound)."""
+    redundant_overlap: float = 0.90
+    """Two masks each more than this fraction inside the other are redundant; the larger is kept."""
+    island_area: float = 3600.0
+    """Masks smaller than this many pixels (at the 1024 px reference; the paper's 60 px chip
+    squared) that are no mask's child are islands and removed."""
+
+
+@dataclass(frozen=True)
+class MergingSettings:
+    crops_per_mask: int = 10
+    crop_size: int = 60
+    """Crop side in px at the 1024 px reference size."""
+    crop_inside: float = 0.90
+    """A crop belongs to a mask when at least this fraction of it lies inside the mask."""
+    materials: int | None = None
+    """Number of materials K when known; None estimates it per image."""
+    max_materials: int = 6
+    embedder: str = "default"
+    embedder_checkpoint: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    image: ImageSettings = field(default_factory=ImageSettings)
+    proposals: ProposalSettings = field(default_factory=ProposalSettings)
+    removal: RemovalSettings = field(default_factory=RemovalSettings)
+    merging: MergingSettings = field(default_factory=MergingSettings)
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Settings":
+        """Return new settings with dotted-name overrides, e.g. ``{"merging.materials": 3}``.
+
+        Values given as strings are converted to the field's type. Unknown names and values
+        that cannot be converted raise :class:`SettingsError`.
+        """
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in overrides.items():
+            section_name, _, field_name = name.partition(".")
+            section = getattr(self, section_name, None) if field_name else None
+            if section is None or not dataclasses.is_dataclass(section):
+                raise SettingsError(f"unknown setting {name!r}; names look like 'merging.materials'")
+            fields = {f.name: f for f in dataclasses.fields(section)}
+            if field_name not in fields:
+                raise SettingsError(
+                    f"unknown setting {name!r}; {section_name} has {', '.join(sorted(fields))}")
+            default = getattr(section, field_name)
+            sections.setdefault(section_name, {})[field_name] = _coerce(name, value, default)
+        return dataclasses.replace(self, **{
+            s: dataclasses.replace(getattr(self, s), **v) for s, v in sections.items()})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Defaults overridden by ``SAMIAM_<SECTION>_<FIELD>`` environment variables."""
+        environ = os.environ if environ is None else environ
+        base = cls()
+        overrides = {}
+        for section in dataclasses.fields(base):
+            for f in dataclasses.fields(getattr(base, section.name)):
+                key = f"SAMIAM_{section.name}_{f.name}".upper()
+                if key in environ:
+                    overrides[f"{section.name}.{f.name}"] = environ[key]
+        return base.replace(overrides)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (JSON-serialisable) of every setting."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(float(p) for p in text.split(","))
+        if default is None:
+            if text.lower() in ("", "none", "null"):
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                return text
+    except ValueError:
+        raise SettingsError(f"setting {name!r}: cannot read {value!r} as {type(default).__name__}") from None
+    return value
