@@ -50,3 +50,21 @@ class SettingsError(SamiamError):
     """A setting has an unknown name or a value out of range."""
 
     http_status = 400
+
+
+class LabelConfigError(SamiamError):
+    """The Label Studio labeling config has no BrushLabels bound to an Image."""
+
+    http_status = 400
+
+
+class ImageFetchError(SamiamError):
+    """A task's image could not be fetched: refused host or path, unreachable, too large, not an image."""
+
+    http_status = 422
+
+
+class QueueUnavailableError(SamiamError):
+    """Redis (the job queue) cannot be reached."""
+
+    http_status = 503
