@@ -1,0 +1,253 @@
+"""Decode a micrograph (PNG, JPEG or TIFF; 8 to 64 bit) and normalise it for the engine.
+
+>>> from samiam.io import load_micrograph
+>>> micrograph = load_micrograph("haadf.tif")          # doctest: +SKIP
+>>> micrograph.grey.dtype, micrograph.rgb.shape[-1]    # doctest: +SKIP
+(dtype('float32'), 3)
+
+TIFF files are read with tifffile (any integer or float sample type), everything else with
+Pillow; 16-bit colour PNGs, which Pillow reduces to 8 bits, are decoded with OpenCV. The image
+size is checked from the file header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from samiam.errors import (
+    ConstantImageError,
+    ImageError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+from samiam.settings import ImageSettings
+
+log = logging.getLogger(__name__)
+
+ImageSource = str | os.PathLike | bytes
+"""A path to an image file, or the file's bytes (the service passes downloaded bytes)."""
+
+BYTES_NAME = "image"
+"""Name given to a micrograph decoded from bytes."""
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES_WITH_CHANNELS = (2, 4, 6)
+"""PNG colour types RGB, grey + alpha and RGBA (IHDR byte 25); Pillow keeps only 8 bits of these."""
+_TIFF_ALPHA = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+_MAX_COLOUR_CHANNELS = 3
+_MAX_SAMPLE_BITS = 64
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """One decoded image and the normalised copies the engine uses.
+
+    name: file stem, or ``"image"`` for bytes.
+    raw: (H, W) or (H, W, C), the decoded pixels as stored, original dtype (alpha included).
+    grey: (H, W) float32, the image's intensity (mean of the colour channels) mapped linearly so
+        that :attr:`ImageSettings.stretch_percentiles` go to 0 and 1; not clipped, not quantised,
+        one mapping for the whole image so that brightness differences between materials survive.
+        NaN and infinite pixels are 0.
+    rgb: (H, W, 3) uint8, ``grey`` clipped to [0, 1] and scaled to 0..255 in all three channels
+        (the input SAM expects).
+    bit_depth: bits of the stored sample type (8, 16, 32 or 64).
+    """
+
+    name: str
+    raw: np.ndarray
+    grey: np.ndarray
+    rgb: np.ndarray
+    bit_depth: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return self.grey.shape
+
+
+def load_micrograph(source: ImageSource, settings: ImageSettings | None = None) -> Micrograph:
+    """Decode ``source`` (a path or the file's bytes) and normalise it.
+
+    Raises an :class:`~samiam.errors.ImageError` subclass naming the file and the problem:
+    :class:`ImageNotFoundError` (no such file), :class:`ImageError` (corrupt, truncated or not
+    an image), :class:`ImageTooLargeError` (more than ``settings.max_pixels`` pixels),
+    :class:`UnsupportedImageError` (zero size, more than 3 colour channels, complex / boolean /
+    wider than 64-bit samples) or :class:`ConstantImageError` (no contrast).
+    ``settings`` defaults to :class:`ImageSettings`'s defaults.
+    """
+    settings = settings or ImageSettings()
+    name, label, data = _read_source(source)
+    if not data:
+        raise UnsupportedImageError(f"{label}: the file is empty (0 bytes)")
+    decode = _decode_tiff if data[:4] in _TIFF_MAGIC else _decode_pillow
+    raw, colour = decode(data, label, settings.max_pixels)
+    intensity = _intensity(colour, label)
+    grey = _stretch(intensity, settings.stretch_percentiles, label)
+    grey8 = np.rint(np.clip(grey, 0, 1) * np.iinfo(np.uint8).max).astype(np.uint8)
+    return Micrograph(name=name, raw=raw, grey=grey, rgb=np.repeat(grey8[..., None], 3, axis=2),
+                      bit_depth=raw.dtype.itemsize * 8)
+
+
+def _read_source(source: ImageSource) -> tuple[str, str, bytes]:
+    """-> (micrograph name, label for messages, file bytes)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return BYTES_NAME, "image bytes", bytes(source)
+    path = Path(source)
+    try:
+        return path.stem, str(path), path.read_bytes()
+    except FileNotFoundError:
+        raise ImageNotFoundError(f"{path}: no such file") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read the file ({error.strerror or error})") from None
+
+
+def _check_size(label: str, height: int, width: int, max_pixels: int) -> None:
+    """Refuse, from the header, images with zero size or more than ``max_pixels`` pixels."""
+    if height * width == 0:
+        raise UnsupportedImageError(f"{label}: the image has zero size ({width}x{height})")
+    if height * width > max_pixels:
+        raise ImageTooLargeError(
+            f"{label}: {width}x{height} = {height * width} pixels is more than the limit of "
+            f"{max_pixels} (setting image.max_pixels)")
+
+
+def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """First page of a TIFF -> (raw, colour): the samples as stored, (H, W) or (H, W, S) with the
+    sample axis last, and a view of them without alpha samples."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            if len(tif.pages) > 1:
+                log.warning("%s: TIFF has %d pages; using the first", label, len(tif.pages))
+            _check_sample_type(label, page.dtype)
+            height, width = page.imagelength, page.imagewidth
+            _check_size(label, height, width, max_pixels)
+            if page.imagedepth > 1:
+                raise UnsupportedImageError(f"{label}: volumetric TIFF pages (depth {page.imagedepth}) "
+                                            "are not supported; save one 2-D image per file")
+            pixels = page.asarray()
+            axes = page.axes
+            extrasamples = tuple(page.extrasamples)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - tifffile raises many types for corrupt files
+        raise ImageError(f"{label}: cannot decode the TIFF file ({error})") from None
+    if axes.startswith("S"):
+        pixels = np.moveaxis(pixels, 0, -1)
+    alpha = [i for i, kind in enumerate(extrasamples) if kind in _TIFF_ALPHA]
+    if pixels.ndim != 3 or not alpha:
+        return pixels, pixels
+    first_extra = pixels.shape[-1] - len(extrasamples)
+    keep = [i for i in range(pixels.shape[-1]) if i - first_extra not in alpha]
+    return pixels, pixels[..., keep]
+
+
+def _decode_pillow(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """PNG, JPEG or another Pillow format -> (raw, colour): (H, W) or (H, W, C) pixels (palette
+    and CMYK-like modes converted to RGB), and a view of them without alpha."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            _check_size(label, height, width, max_pixels)
+            if _is_16bit_colour_png(data):
+                return _decode_opencv(data, label)
+            image.load()
+            mode = image.mode
+            if mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            elif mode in ("PA", "La", "RGBa"):
+                image = image.convert({"PA": "RGBA", "La": "LA", "RGBa": "RGBA"}[mode])
+            pixels = np.asarray(image)
+            has_alpha = "A" in image.getbands()
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{label}: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not a recognised image file (PNG, JPEG or TIFF expected)") from None
+    except (ImageError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        raise ImageError(f"{label}: cannot decode the image, it may be truncated or corrupt ({error})") from None
+    return pixels, pixels[..., :-1] if has_alpha else pixels
+
+
+def _is_16bit_colour_png(data: bytes) -> bool:
+    """True for a PNG whose IHDR says 16 bits per sample and colour or alpha channels."""
+    return (data.startswith(_PNG_MAGIC) and len(data) > 25 and data[24] == 16
+            and data[25] in _PNG_COLOUR_TYPES_WITH_CHANNELS)
+
+
+def _decode_opencv(data: bytes, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """16-bit colour PNG -> (raw, colour): (H, W, 3 or 4) uint16 RGB(A) and its RGB view.
+
+    OpenCV decodes grey + alpha as BGRA, so raw has 4 channels for those too.
+    """
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageError(f"{label}: cannot decode the 16-bit PNG, it may be truncated or corrupt")
+    if pixels.shape[-1] == 4:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+        return pixels, pixels[..., :3]
+    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return pixels, pixels
+
+
+def _check_sample_type(label: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "iuf" or dtype.itemsize * 8 > _MAX_SAMPLE_BITS:
+        raise UnsupportedImageError(
+            f"{label}: samples of type {dtype} are not supported; use integer or real (float) "
+            f"samples of at most {_MAX_SAMPLE_BITS} bits")
+
+
+def _intensity(colour: np.ndarray, label: str) -> np.ndarray:
+    """(H, W) or (H, W, C) pixels without alpha -> (H, W) float intensity (channel mean).
+
+    Works in float32 for samples float32 can hold exactly (8/16-bit integers, float32) and in
+    float64 otherwise.
+    """
+    _check_sample_type(label, colour.dtype)
+    work = np.result_type(colour.dtype, np.float32)
+    if colour.ndim == 2:
+        return colour.astype(work)
+    if colour.ndim != 3:
+        raise UnsupportedImageError(f"{label}: pixel array of shape {colour.shape}; samiam reads 2-D grey "
+                                    "or colour images")
+    if colour.shape[-1] > _MAX_COLOUR_CHANNELS:
+        raise UnsupportedImageError(
+            f"{label}: {colour.shape[-1]} colour channels (after dropping alpha); samiam reads grey or RGB "
+            f"images with at most {_MAX_COLOUR_CHANNELS} channels")
+    return colour.mean(axis=-1, dtype=work)
+
+
+def _stretch(intensity: np.ndarray, percentiles: tuple[float, float], label: str) -> np.ndarray:
+    """Map ``percentiles`` of the finite pixels linearly to 0 and 1: (H, W) float -> (H, W) float32.
+
+    Falls back to the finite minimum and maximum when the percentiles coincide; NaN and
+    infinite pixels become 0.
+    """
+    finite = np.isfinite(intensity)
+    all_finite = finite.all()
+    values = intensity if all_finite else intensity[finite]
+    if values.size == 0:
+        raise ConstantImageError(f"{label}: every pixel is NaN or infinite; there is nothing to segment")
+    low, high = np.percentile(values, percentiles)
+    if not high > low:
+        low, high = values.min(), values.max()
+    if not high > low:
+        raise ConstantImageError(f"{label}: every pixel has the value {low}; there is nothing to segment")
+    grey = ((intensity - low) / (high - low)).astype(np.float32)
+    if not all_finite:
+        grey[~finite] = 0
+    return grey
