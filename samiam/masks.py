@@ -38,7 +38,7 @@ def as_mask_stack(masks: np.ndarray, shape: tuple[int, int] | None = None) -> np
 
 def areas(masks: np.ndarray) -> np.ndarray:
     """Pixel count of each mask: ``(N, H, W) bool -> (N,) int64``."""
-    return masks.reshape(len(masks), -1).sum(axis=1, dtype=np.int64)
+    return masks.sum(axis=(1, 2), dtype=np.int64)
 
 
 def to_label_map(masks: np.ndarray) -> np.ndarray:
