@@ -1,0 +1,10 @@
+"""Labelled synthetic micrographs and a simulation of SAM's failure modes, for tests and benchmarks.
+
+* :func:`generate_scene` -> :class:`Scene` (image + ground-truth material masks + defects placed);
+* :func:`simulate_sam_proposals` -> SAM-like proposal masks derived from the ground truth;
+* :mod:`samiam.synth.dataset` writes and reads the on-disk benchmark layout.
+"""
+
+from samiam.synth.scenes import DIFFICULTIES, Scene, generate_scene
+
+__all__ = ["DIFFICULTIES", "Scene", "generate_scene"]
