@@ -93,6 +93,20 @@ class MergingSettings:
 
 
 @dataclass(frozen=True)
+class MetricSettings:
+    """Knobs of the paper's evaluation (``samiam evaluate``); not part of the engine's settings."""
+
+    iou_threshold: float = 0.05
+    """A prediction matches a ground-truth mask when their IoU is strictly above this (the authors'
+    ``--iou_thresh``)."""
+    boundary_ratio: float = 0.02
+    """Boundary band width as a fraction of the image diagonal (Cheng et al. 2021; the paper's 2 %)."""
+    pq_iou_threshold: float = 0.5
+    """Panoptic quality counts a pair as a true positive when its IoU is strictly above this
+    (Kirillov et al. 2019)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     image: ImageSettings = field(default_factory=ImageSettings)
     proposals: ProposalSettings = field(default_factory=ProposalSettings)
