@@ -1,0 +1,67 @@
+"""Read the part of a Label Studio labeling config that samiam writes to: BrushLabels on an Image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from label_studio_sdk._legacy.exceptions import LabelStudioXMLSyntaxErrorSentryIgnored as XMLSyntaxError
+from label_studio_sdk.label_interface import LabelInterface
+
+from samiam.errors import LabelConfigError
+
+EXAMPLE_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="tag" toName="image">
+    <Label value="Material 1"/>
+    <Label value="Material 2"/>
+  </BrushLabels>
+</View>"""
+
+
+@dataclass(frozen=True)
+class BrushConfig:
+    """Where samiam's brush regions go in a labeling config."""
+
+    from_name: str
+    """Name of the ``<BrushLabels>`` control."""
+    to_name: str
+    """Name of the ``<Image>`` it is bound to."""
+    value_key: str
+    """Task data key holding the image URL (``"image"`` for ``value="$image"``)."""
+    labels: tuple[str, ...]
+    """Label values in config order (a label's ``alias`` when it has one, as Label Studio stores)."""
+
+
+def _invalid(problem: str) -> LabelConfigError:
+    return LabelConfigError(
+        f"unusable Label Studio labeling config: {problem}. samiam needs a <BrushLabels> with at "
+        f"least one <Label>, bound by toName to an <Image> whose value is a task field, e.g.\n"
+        f"{EXAMPLE_CONFIG}")
+
+
+def parse_label_config(xml: str) -> BrushConfig:
+    """The first ``<BrushLabels>`` bound to an ``<Image>`` in the labeling config ``xml``.
+
+    Raises :class:`LabelConfigError` (with a minimal valid example) when the XML is malformed
+    or has no ``<BrushLabels>`` with labels bound to an ``<Image>``.
+    """
+    if not xml or not xml.strip():
+        raise _invalid("the config is empty")
+    try:
+        controls = LabelInterface(xml).controls
+    except (XMLSyntaxError, ValueError, KeyError) as error:  # tags missing required attributes: ValueError/KeyError
+        raise _invalid(f"cannot parse it ({error})") from None
+    brushes = [control for control in controls if control.tag.lower() == "brushlabels"]
+    if not brushes:
+        raise _invalid("it has no <BrushLabels> (with name and toName)")
+    for brush in brushes:
+        images = [tag for tag in brush.objects
+                  if tag.tag.lower() == "image" and tag.attr.get("value", "").startswith("$")]
+        if not images:
+            continue
+        if not brush.labels:
+            raise _invalid(f"<BrushLabels name={brush.name!r}> has no <Label> with a value")
+        return BrushConfig(from_name=brush.name, to_name=images[0].name,
+                           value_key=images[0].attr["value"][1:], labels=tuple(brush.labels))
+    bound = ", ".join(f"{brush.name!r} -> {','.join(brush.to_name)}" for brush in brushes)
+    raise _invalid(f"no <BrushLabels> is bound to an <Image value=\"$field\"> ({bound})")

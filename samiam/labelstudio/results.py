@@ -1,0 +1,166 @@
+"""Material masks <-> Label Studio brush results (``"type": "brushlabels"``, ``"format": "rle"``).
+
+Label Studio stores a brush mask as a bit-packed run-length code of the flat, row-major RGBA
+image (``label_studio_sdk.converter.brush.encode_rle``, a port of thi.ng's ``rle-pack``):
+
+* header: number of values (32 bits), word size - 1 (5 bits), four run-length field widths - 1
+  (4 bits each; always 3, 4, 8, 16);
+* one token per run: a repeat flag (1 bit; 0 only for runs of length 1), the index of the length
+  field width (2 bits), run length - 1 (3, 4, 8 or 16 bits), the value (8 bits). Runs longer than
+  2**16 are split into 2**16-long chunks plus the rest, all with the 16-bit field;
+* zero padding to the next byte, always at least one bit (a whole zero byte when aligned).
+
+:func:`mask_to_rle` writes exactly the integers that ``mask2rle(mask.astype(np.uint8) * 255)``
+returns, with numpy instead of a Python string per run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle
+
+from samiam.labelstudio.config import BrushConfig
+from samiam.masks import areas
+
+BRUSH_VALUE = 255
+"""Mask value written to all four RGBA channels: alpha 255 so the region is visible in the editor."""
+
+_WORD_BITS = 8
+_LENGTH_FIELD_BITS = (3, 4, 8, 16)
+_LONGEST_CHUNK = 2 ** _LENGTH_FIELD_BITS[-1]
+_HEADER_BITS = 32 + 5 + 4 * len(_LENGTH_FIELD_BITS)
+
+
+def _header() -> int:
+    """Header fields after the value count (word size, field widths): 21 bits."""
+    code = _WORD_BITS - 1
+    for width in _LENGTH_FIELD_BITS:
+        code = (code << 4) | (width - 1)
+    return code
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal values in a 1-D array: ``(R,) int64`` lengths and ``(R,) uint8`` values."""
+    ends = np.append(np.flatnonzero(values[1:] != values[:-1]), values.size - 1)
+    return np.diff(ends, prepend=-1), values[ends]
+
+
+def _split_long_runs(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split runs longer than 2**16 into 2**16-long chunks followed by the rest.
+
+    Returns the chunks' lengths and values, and whether each chunk comes from a run longer than
+    256 (those chunks all use the 16-bit length field).
+    """
+    wide = lengths > 2 ** _LENGTH_FIELD_BITS[2]
+    chunks = np.where(lengths > _LONGEST_CHUNK, -(-lengths // _LONGEST_CHUNK), 1)
+    if (chunks == 1).all():
+        return lengths, values, wide
+    run = np.repeat(np.arange(lengths.size), chunks)
+    chunk_index = np.arange(run.size) - (np.cumsum(chunks) - chunks)[run]
+    is_last = chunk_index == chunks[run] - 1
+    chunk_lengths = np.where(is_last, lengths[run] - chunk_index * _LONGEST_CHUNK, _LONGEST_CHUNK)
+    return chunk_lengths, values[run], wide[run]
+
+
+def _tokens(lengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Encode runs as tokens: ``(T,) uint64`` codes (right-aligned) and ``(T,) int64`` bit counts."""
+    lengths, values, wide = _split_long_runs(lengths, values)
+    # Length field: 3 bits up to 8, 4 up to 16, 8 up to 256, else 16 (every chunk of a wide run).
+    field = np.searchsorted(np.array([8, 16, 256]), lengths, side="left")
+    field[wide] = len(_LENGTH_FIELD_BITS) - 1
+    width = np.asarray(_LENGTH_FIELD_BITS, np.uint64)[field]
+    code = ((lengths > 1).astype(np.uint64) << np.uint64(2)) | field.astype(np.uint64)
+    code = (code << width) | (lengths - 1).astype(np.uint64)
+    code = (code << np.uint64(_WORD_BITS)) | values.astype(np.uint64)
+    return code, (1 + 2 + _WORD_BITS + width).astype(np.int64)
+
+
+def _pack(codes: np.ndarray, bits: np.ndarray, start: int, total_bytes: int) -> np.ndarray:
+    """Write right-aligned ``codes`` of ``bits`` bits each (each <= 27) one after another from
+    bit ``start`` of a zeroed ``(total_bytes,) uint8`` buffer."""
+    offsets = np.cumsum(bits) - bits + start
+    # Left-align each token in a 64-bit window starting at its first byte; a token spans at most
+    # 5 bytes (27 bits + 7 bits of offset). Tokens own disjoint bits, so adding bytes ORs them.
+    shift = (64 - bits - offsets % 8).astype(np.uint64)
+    windows = (codes << shift).astype(">u8").view(np.uint8).reshape(-1, 8)[:, :5]
+    positions = offsets[:, None] // 8 + np.arange(5)
+    packed = np.bincount(positions.ravel(), weights=windows.ravel(), minlength=total_bytes + 5)
+    return packed[:total_bytes].astype(np.uint8)
+
+
+def mask_to_rle(mask: np.ndarray) -> list[int]:
+    """Label Studio brush RLE of one mask: ``(H, W) bool -> list[int]`` (bytes 0..255).
+
+    Equal to ``label_studio_sdk.converter.brush.mask2rle(mask.astype(np.uint8) * 255)`` (each
+    pixel repeated over the four RGBA channels with value 255 where the mask is set).
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D array; got shape {mask.shape}")
+    lengths, values = _runs(mask.ravel())
+    codes, bits = _tokens(lengths * 4, values.astype(np.uint8) * BRUSH_VALUE)
+    total_bytes = (_HEADER_BITS + int(bits.sum())) // 8 + 1
+    packed = _pack(codes, bits, _HEADER_BITS, total_bytes)
+    header = ((mask.size * 4) << (64 - 32)) | (_header() << (64 - _HEADER_BITS))
+    packed[:8] |= np.frombuffer(header.to_bytes(8, "big"), np.uint8)  # >= 67 bits in all
+    return packed.tolist()
+
+
+def _short_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def predictions_from_segmentation(materials: np.ndarray, scores: np.ndarray, config: BrushConfig,
+                                  model_version: str) -> dict:
+    """One Label Studio prediction with one brush region per material.
+
+    materials: (K, H, W) bool, one mask per material, largest first (as the engine orders them);
+    scores: (K,) float in [0, 1]. Material k gets the label ``config.labels[k]``: the engine does
+    not know which material is which, so these names are placeholders that annotators relabel.
+    K must not exceed the number of labels (the service bounds K with
+    ``MergingSettings.max_materials``; see :meth:`model.SamiamModel.settings_for`).
+
+    Returns ``{"result": [...], "score": area-weighted mean score, "model_version": ...}``.
+    """
+    materials = np.asarray(materials, bool)
+    scores = np.asarray(scores, np.float64)
+    if materials.ndim != 3 or len(scores) != len(materials):
+        raise ValueError(f"need (K, H, W) materials and (K,) scores; got {materials.shape} and {scores.shape}")
+    k, height, width = materials.shape
+    if k > len(config.labels):
+        raise ValueError(f"{k} materials but the label config has only {len(config.labels)} labels "
+                         f"({', '.join(config.labels)}); bound merging.max_materials by the label count")
+    result = [{
+        "id": _short_id(),
+        "from_name": config.from_name,
+        "to_name": config.to_name,
+        "type": "brushlabels",
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
+        "score": float(score),
+    } for mask, score, label in zip(materials, scores, config.labels)]
+    sizes = areas(materials)
+    overall = float((scores * sizes).sum() / sizes.sum()) if sizes.sum() else 0.0
+    return {"result": result, "score": overall, "model_version": model_version}
+
+
+def materials_from_results(results: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """Decode brush results back to masks: ``(K, H, W) bool`` and each region's first label.
+
+    Items that are not brush results in RLE format are skipped; all brush items must share one
+    image size.
+    """
+    brushes = [r for r in results if r.get("type") == "brushlabels" and r["value"].get("format") == "rle"]
+    if not brushes:
+        return np.zeros((0, 0, 0), bool), []
+    sizes = {(r["original_height"], r["original_width"]) for r in brushes}
+    if len(sizes) > 1:
+        raise ValueError(f"brush results disagree on the image size: {sorted(sizes)}")
+    (height, width), = sizes
+    masks = np.stack([
+        decode_rle(r["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0 for r in brushes])
+    return masks, [r["value"]["brushlabels"][0] for r in brushes]
