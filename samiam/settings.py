@@ -57,7 +57,15 @@ class ProposalSettings:
     min_mask_region_area: int = 0
     """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
     classical_segments: int = 48
-    """Target number of superpixels of the weight-free proposer at the reference size."""
+    """Target number of superpixels of the weight-free proposer, per image, before merging."""
+    classical_window: float = 2.0
+    """Gaussian sigma of the classical proposer's texture window, in lattice periods (the period is
+    estimated from the image's power spectrum)."""
+    classical_merge_distance: float = 0.5
+    """Adjacent superpixels whose mean texture features (local mean in units of the image's standard
+    deviation, natural log of local energies) are closer than this (Euclidean) are merged."""
+    classical_work_side: int = 512
+    """The classical proposer segments its texture maps downsampled to at most this many px per side."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class MergingSettings:
     embedder: str = "default"
     embedder_checkpoint: str | None = None
     seed: int = 0
+    min_silhouette: float = 0.5
+    """When K is estimated: if no k >= 2 reaches this silhouette score on the crop features,
+    the image holds one material (K = 1)."""
 
 
 @dataclass(frozen=True)
