@@ -68,3 +68,9 @@ class QueueUnavailableError(SamiamError):
     """Redis (the job queue) cannot be reached."""
 
     http_status = 503
+
+
+class WriteBackError(SamiamError):
+    """A prediction could not be written back to Label Studio (unreachable, refused, bad token)."""
+
+    http_status = 502
