@@ -1,0 +1,128 @@
+"""Square crops inside masks: the windows through which the texture embedder looks at a mask.
+
+The paper's authors cut the image into a grid of square chips and give a mask those chips that lie
+at least 90 % inside it, then draw up to 10 of them at random. :func:`sample_crops` does the same on
+a denser grid: candidate crops of side ``S`` start every ``S // 2`` px (rows and columns
+``0, S//2, 2*(S//2), ...`` while the crop fits in the image). The coverage of every candidate by
+every mask is computed at once from integral images evaluated only at the grid lines (block sums
+with :func:`numpy.add.reduceat`), so the cost is one pass over the mask stack.
+
+Masks too thin or too small for any grid crop can still be looked at through
+:func:`interior_boxes`: one crop centred on the mask's most interior pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class CropSample:
+    """Crops drawn from a mask stack.
+
+    boxes: (M, 4) int64, one crop per row as (y0, x0, y1, x1), half-open, all of the same side.
+    owner: (M,) int64, index of the mask each crop was drawn for (a box may appear for several masks).
+    """
+
+    boxes: np.ndarray
+    owner: np.ndarray
+
+    def counts(self, n_masks: int) -> np.ndarray:
+        """Number of crops of each mask: ``(n_masks,) int64``."""
+        return np.bincount(self.owner, minlength=n_masks).astype(np.int64)
+
+
+def grid_origins(length: int, crop_size: int) -> np.ndarray:
+    """Start coordinates of the candidate crops along one axis: ``(n,) int64``, stride ``crop_size // 2``."""
+    return np.arange(0, length - crop_size + 1, max(crop_size // 2, 1), dtype=np.int64)
+
+
+def grid_coverage(masks: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels of every candidate crop that lie inside every mask.
+
+    masks: (N, H, W) bool. Returns ``ys: (ny,) int64`` and ``xs: (nx,) int64`` (crop origins) and
+    ``inside: (N, ny, nx) int64``, the number of pixels of crop (ys[i], xs[j]) inside mask n.
+    """
+    n, h, w = masks.shape
+    ys, xs = grid_origins(h, crop_size), grid_origins(w, crop_size)
+    if n == 0 or len(ys) == 0 or len(xs) == 0:
+        return ys, xs, np.zeros((n, len(ys), len(xs)), np.int64)
+    row_starts, row_index = _grid_lines(ys, crop_size, h)
+    col_starts, col_index = _grid_lines(xs, crop_size, w)
+    blocks = np.add.reduceat(masks, row_starts, axis=1, dtype=np.int64)
+    blocks = np.add.reduceat(blocks, col_starts, axis=2, dtype=np.int64)
+    integral = np.zeros((n, len(row_starts) + 1, len(col_starts) + 1), np.int64)
+    integral[:, 1:, 1:] = blocks.cumsum(axis=1).cumsum(axis=2)
+    y0, y1 = row_index
+    x0, x1 = col_index
+    inside = (integral[:, y1[:, None], x1[None, :]] - integral[:, y0[:, None], x1[None, :]]
+              - integral[:, y1[:, None], x0[None, :]] + integral[:, y0[:, None], x0[None, :]])
+    return ys, xs, inside
+
+
+def _grid_lines(origins: np.ndarray, crop_size: int, length: int) -> tuple[np.ndarray, tuple]:
+    """Block starts along one axis and, for each crop, the integral-image indices of its two edges."""
+    lines = np.union1d(np.concatenate(([0], origins)), origins + crop_size)
+    starts = lines[lines < length]
+    edges = np.append(starts, length)
+    return starts, (np.searchsorted(edges, origins), np.searchsorted(edges, origins + crop_size))
+
+
+def sample_crops(masks: np.ndarray, crop_size: int, per_mask: int, inside: float,
+                 rng: np.random.Generator) -> CropSample:
+    """Draw up to ``per_mask`` grid crops per mask, each at least ``inside`` (a fraction) in its mask.
+
+    masks: (N, H, W) bool; crop_size: side S in px; rng: the only source of randomness, so a
+    generator seeded the same way gives the same sample. Crops are drawn without replacement,
+    uniformly among the mask's qualifying candidates; a mask with fewer qualifying candidates
+    gets all of them, a mask with none (smaller or thinner than a crop) gets none.
+    """
+    n = len(masks)
+    ys, xs, covered = grid_coverage(masks, crop_size)
+    covered = covered.reshape(n, len(ys) * len(xs))
+    qualifies = covered >= inside * crop_size * crop_size
+    keys = rng.random(covered.shape)
+    keys[~qualifies] = np.inf
+    order = np.argsort(keys, axis=1, kind="stable")[:, :per_mask]
+    chosen = np.take_along_axis(qualifies, order, axis=1)
+    owner = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], order.shape)[chosen]
+    candidate = order[chosen]
+    row, col = np.divmod(candidate, max(len(xs), 1))
+    y0, x0 = ys[row], xs[col]
+    boxes = np.stack([y0, x0, y0 + crop_size, x0 + crop_size], axis=1).astype(np.int64)
+    return CropSample(boxes=boxes.reshape(-1, 4), owner=owner.astype(np.int64))
+
+
+def interior_boxes(masks: np.ndarray, crop_size: int) -> np.ndarray:
+    """One crop per mask, centred on the mask's most interior pixel (the maximum of its distance
+    transform), shifted to lie inside the image.
+
+    masks: (N, H, W) bool, each non-empty -> boxes: (N, 4) int64 as (y0, x0, y1, x1).
+    The distance transform runs on each mask's bounding box (plus a one-pixel margin).
+    """
+    n, h, w = masks.shape
+    boxes = np.zeros((n, 4), np.int64)
+    for i, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        top, left = rows[0], cols[0]
+        window = np.pad(mask[top:rows[-1] + 1, left:cols[-1] + 1], 1)
+        depth = ndimage.distance_transform_edt(window)
+        cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
+        y0 = np.clip(top + cy - 1 - crop_size // 2, 0, h - crop_size)
+        x0 = np.clip(left + cx - 1 - crop_size // 2, 0, w - crop_size)
+        boxes[i] = (y0, x0, y0 + crop_size, x0 + crop_size)
+    return boxes
+
+
+def cut_crops(grey: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Cut the crops ``boxes: (M, 4) int (y0, x0, y1, x1)``, all of one side S, out of
+    ``grey: (H, W) float`` -> ``(M, S, S) float32`` (a copy)."""
+    if len(boxes) == 0:
+        return np.zeros((0, 0, 0), np.float32)
+    side = int(boxes[0, 2] - boxes[0, 0])
+    windows = sliding_window_view(np.asarray(grey, np.float32), (side, side))
+    return np.ascontiguousarray(windows[boxes[:, 0], boxes[:, 1]])

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from samiam.booster.crops import cut_crops, grid_coverage, interior_boxes, sample_crops
+
+
+def _masks(rng, n=6, size=96):
+    """Random blobs, rectangles and one tiny mask."""
+    y, x = np.mgrid[:size, :size]
+    out = []
+    for _ in range(n - 1):
+        cy, cx, r = rng.integers(0, size, 2).tolist() + [int(rng.integers(8, 40))]
+        out.append((y - cy) ** 2 + (x - cx) ** 2 < r * r)
+    tiny = np.zeros((size, size), bool)
+    tiny[40:47, 40:47] = True
+    out.append(tiny)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_crop_lies_enough_inside_its_owner(seed):
+    rng = np.random.default_rng(seed)
+    masks = _masks(rng)
+    size, inside = 12, 0.9
+    sample = sample_crops(masks, size, per_mask=4, inside=inside, rng=np.random.default_rng(seed))
+    assert len(sample.boxes) > 0
+    for (y0, x0, y1, x1), owner in zip(sample.boxes, sample.owner):
+        assert (y1 - y0, x1 - x0) == (size, size)
+        assert masks[owner, y0:y1, x0:x1].sum() >= inside * size * size
+    assert np.bincount(sample.owner, minlength=len(masks)).max() <= 4
+    assert (sample.owner != len(masks) - 1).all(), "the 7x7 mask cannot hold a 12x12 crop"
+
+
+def test_coverage_matches_direct_sums():
+    masks = _masks(np.random.default_rng(5), size=70)
+    for size in (10, 11, 70):
+        ys, xs, covered = grid_coverage(masks, size)
+        assert ys[-1] + size <= 70 and (np.diff(ys) == size // 2).all()
+        direct = np.array([[[m[y:y + size, x:x + size].sum() for x in xs] for y in ys] for m in masks])
+        np.testing.assert_array_equal(covered, direct)
+
+
+def test_masks_with_enough_candidates_get_exactly_per_mask_and_sampling_is_seeded():
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, :, :40] = True
+    masks[1, :, 40:] = True
+    first = sample_crops(masks, 8, 5, 0.9, np.random.default_rng(3))
+    again = sample_crops(masks, 8, 5, 0.9, np.random.default_rng(3))
+    other = sample_crops(masks, 8, 5, 0.9, np.random.default_rng(4))
+    np.testing.assert_array_equal(first.boxes, again.boxes)
+    np.testing.assert_array_equal(first.owner, again.owner)
+    assert not np.array_equal(first.boxes, other.boxes)
+    np.testing.assert_array_equal(first.counts(2), [5, 5])
+    assert len(np.unique(first.boxes[first.owner == 0], axis=0)) == 5, "drawn without replacement"
+
+
+def test_empty_stack_and_crop_larger_than_image():
+    none = sample_crops(np.zeros((0, 32, 32), bool), 8, 3, 0.9, np.random.default_rng(0))
+    assert none.boxes.shape == (0, 4) and none.owner.shape == (0,)
+    big = sample_crops(np.ones((2, 16, 16), bool), 20, 3, 0.9, np.random.default_rng(0))
+    assert big.boxes.shape == (0, 4)
+
+
+def test_cut_crops_and_interior_boxes():
+    grey = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    boxes = np.array([[0, 0, 6, 6], [30, 44, 36, 50]])
+    crops = cut_crops(grey, boxes)
+    assert crops.shape == (2, 6, 6) and crops.dtype == np.float32
+    np.testing.assert_array_equal(crops[1], grey[30:36, 44:50])
+
+    ring = np.zeros((1, 40, 50), bool)
+    ring[0, 10:21, 20:31] = True  # an 11x11 square: most interior pixel at (15, 25)
+    np.testing.assert_array_equal(interior_boxes(ring, 6), [[12, 22, 18, 28]])
+    corner = np.zeros((1, 40, 50), bool)
+    corner[0, :3, :3] = True
+    np.testing.assert_array_equal(interior_boxes(corner, 6), [[0, 0, 6, 6]])
