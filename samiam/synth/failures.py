@@ -6,7 +6,7 @@ benchmarked without a SAM checkpoint:
 
 * **split** - a material proposed as 2-3 pieces cut along (simulated antiphase-boundary) lines;
 * **nested** - ambiguous children (some tiny, some large sub-regions) proposed with their parent;
-* **duplicate** - a near-duplicate of a proposal (its boundary moved by a pixel or two);
+* **duplicate** - a near-duplicate of a proposal (its boundary moved along one stretch);
 * **islands** - small blobs, in the unlabelled area or anywhere;
 * **missed_narrow** - a thin layer not proposed at all;
 * **ragged** - boundary pixels randomly eroded or dilated.
@@ -56,8 +56,10 @@ class FailureRates:
     """Chance that an island lies in the unlabelled area (gap band, vacuum) rather than anywhere."""
     narrow_fraction: float = 0.06
     """A material whose median thickness is below this fraction of the image height is narrow."""
-    duplicate_shift_px: tuple[int, int] = (1, 2)
-    """A near-duplicate's boundary moves out or in by this many pixels (inclusive range)."""
+    duplicate_shift_px: tuple[int, int] = (1, 3)
+    """A near-duplicate's boundary moves out or in by this many pixels (inclusive range)..."""
+    duplicate_change: tuple[float, float] = (0.01, 0.05)
+    """... along one stretch of columns, until this fraction of the mask's area has changed."""
     ragged_fraction: float = 0.3
     """Fraction of the inner and outer boundary pixels flipped on a ragged proposal."""
     cut_incline_deg: float = 25.0
@@ -153,12 +155,21 @@ def _ragged(rng: np.random.Generator, mask: np.ndarray, rates: FailureRates) -> 
 
 
 def _near_duplicate(rng: np.random.Generator, mask: np.ndarray, rates: FailureRates) -> np.ndarray:
-    """The mask grown or shrunk by a pixel or two (a few per cent of a material's area)."""
+    """The mask with its boundary moved out or in along one stretch, changing a few per cent of it."""
     steps = int(rng.integers(rates.duplicate_shift_px[0], rates.duplicate_shift_px[1] + 1))
     grow = rng.random() < 0.5
-    changed = (ndimage.binary_dilation if grow else ndimage.binary_erosion)(mask, iterations=steps)
-    return changed if changed.any() else mask.copy()
-
+    moved = (ndimage.binary_dilation if grow else ndimage.binary_erosion)(mask, iterations=steps)
+    changed = moved ^ mask
+    per_column = changed.sum(axis=0)
+    budget = rng.uniform(*rates.duplicate_change) * mask.sum()
+    start = int(rng.integers(mask.shape[1]))
+    order = np.roll(np.arange(mask.shape[1]), -start)
+    total = np.cumsum(per_column[order])
+    # columns until the budget is spent, but at least up to the first one that changes
+    keep = order[:max(np.searchsorted(total, budget, side="right"), np.searchsorted(total, 0, side="right") + 1)]
+    near = mask.copy()
+    near[:, keep] ^= changed[:, keep]
+    return near
 
 def _ellipse(shape: tuple[int, int], centre: tuple[float, float], area: float,
              rng: np.random.Generator) -> np.ndarray:
