@@ -151,7 +151,7 @@ def test_intersections_of_blocky_and_non_contiguous_masks():
 
 def test_intersections_in_small_batches(monkeypatch):
     monkeypatch.setattr(overlaps, "_PAIR_BATCH", 5)
-    monkeypatch.setattr(overlaps, "_GEMM_BLOCKS", 3)
+    monkeypatch.setattr(overlaps, "_GEMM_BYTES", 8 * 9 * 3)
     monkeypatch.setattr(overlaps, "_CHUNK_BYTES", 64 * 20)
     rng = np.random.default_rng(3)
     masks = rng.random((9, 45, 70)) < 0.6

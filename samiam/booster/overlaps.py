@@ -9,18 +9,21 @@ The image is cut into 8 x 8 pixel blocks. Per mask and block we count the pixels
 * ``popcount(bits_i & bits_j)`` when both are partial, with ``bits`` the block's 64 pixels
   packed into one ``uint64``.
 
-Summed over blocks, with ``C`` the ``(N, B)`` counts, ``F = (C == 64)`` and
-``P = C * (1 - F)`` (counts of partial blocks only)::
+Summed over blocks, with ``F`` the ``(N, B)`` full indicator and ``P`` the ``(N, B)`` counts of
+partial blocks (0 where full or empty)::
 
-    I = C @ F.T + F @ P.T + (popcounts over blocks where both masks are partial)
+    I = 64 F F.T + P F.T + (P F.T).T + (popcounts over blocks where both masks are partial)
 
-(check: both full 64 * 1 + 1 * 0 = 64; i full, j partial 0 + P_j = c_j; i partial, j full
-c_i + 0 = c_i; both partial 0 + 0 plus the popcount term). The first two terms are small float32
-GEMMs, exact because every addend is a non-negative integer and each GEMM runs on a slice of
-blocks holding fewer than 2**24 pixels, so every partial sum is an exactly representable
-integer; slices are summed in int64. The last term only touches the blocks on mask boundaries
-that two or more masks share: the packed blocks are grouped by block and every pair inside a
-group is popcounted, all vectorised, in batches of bounded size.
+(check: both full 64; i full, j partial c_j from ``(P F.T).T``; i partial, j full c_i from
+``P F.T``; both partial only the popcount term). Neighbouring blocks mostly have the same
+column of ``F`` (the same set of masks covers them), so runs of consecutive blocks with equal
+columns are merged first and the products run over R runs instead of B blocks, weighting each
+run by its length: ``F F.T = (F_runs * lengths) @ F_runs.T`` and ``P F.T = P_runs @ F_runs.T``
+with ``P_runs`` the partial counts summed per run. R is a few thousand for SAM-like masks at
+1024 x 1024 (B = 16384), and never more than B. The products are float64 GEMMs on integers far
+below 2**53, hence exact. The popcount term only touches blocks on mask boundaries that two or
+more masks share: the packed blocks are grouped by block and every pair inside a group is
+popcounted, all vectorised, in batches of bounded size.
 
 Counting uses the bytes of the bool stack directly: a ``uint64`` view holds 8 pixels of one
 block row as bytes 0/1, so the 8 rows of a block add up without carries (each byte <= 8) and
@@ -40,8 +43,8 @@ BLOCK = 8
 _FULL = BLOCK * BLOCK
 _CHUNK_BYTES = 1 << 26
 """Bytes of the bool stack read per chunk of masks (bounds the temporary copies)."""
-_GEMM_BLOCKS = 1 << 16
-"""Blocks per GEMM slice: 2**22 pixels, below float32's exact-integer limit 2**24."""
+_GEMM_BYTES = 1 << 26
+"""Bytes of one float64 (N, runs) slice in the full-block products (bounds their memory)."""
 _PAIR_BATCH = 1 << 22
 """Mask pairs popcounted per batch in the boundary term (bounds its memory)."""
 
@@ -65,9 +68,9 @@ def pairwise_intersections(masks: np.ndarray) -> np.ndarray:
     """
     masks = masklib.as_mask_stack(masks)
     n = len(masks)
-    counts, entries = _block_counts(masks)
-    inter = _full_block_term(counts)
-    inter += _boundary_term(n, *entries)
+    counts, (mask_ids, block_ids, bits) = _block_counts(masks)
+    inter = _full_block_term(counts, mask_ids, block_ids)
+    inter += _boundary_term(n, mask_ids, block_ids, bits)
     inter[np.diag_indices(n)] = counts.sum(axis=1, dtype=np.int64)
     return inter
 
@@ -114,21 +117,32 @@ def _pack_blocks(rows: np.ndarray) -> np.ndarray:
     return np.bitwise_or.reduce(row_bits, axis=1) if len(rows) else np.empty(0, _U64)
 
 
-def _full_block_term(counts: np.ndarray) -> np.ndarray:
-    """``C @ F.T + F @ P.T`` in int64, by float32 GEMMs over slices of blocks (exact)."""
-    n = len(counts)
-    total = np.zeros((n, n), np.int64)
-    for start in range(0, counts.shape[1], _GEMM_BLOCKS):
-        c = counts[:, start:start + _GEMM_BLOCKS]
-        full = c == _FULL
-        if not full.any():
-            continue
-        cf = c.astype(np.float32)
-        ff = full.astype(np.float32)
-        partial = np.where(full, np.float32(0), cf)
-        total += (cf @ ff.T).astype(np.int64)
-        total += (ff @ partial.T).astype(np.int64)
-    return total
+def _full_block_term(counts: np.ndarray, mask_ids: np.ndarray, block_ids: np.ndarray) -> np.ndarray:
+    """``64 F F.T + P F.T + (P F.T).T`` as (N, N) int64, over runs of equal ``F`` columns.
+
+    counts: (N, B) uint8 block counts; ``mask_ids, block_ids: (E,) int64`` the partial blocks.
+    """
+    n, n_blocks = counts.shape
+    full = counts == _FULL
+    starts = np.flatnonzero(np.r_[True, (full[:, 1:] != full[:, :-1]).any(axis=0)]) if n_blocks \
+        else np.empty(0, np.int64)
+    lengths = np.diff(np.r_[starts, n_blocks])
+    heads = full[:, starts]                                          # (N, R) bool
+    entry_runs = np.searchsorted(starts, block_ids, side="right") - 1
+    order = np.argsort(entry_runs, kind="stable")
+    entry_runs, entry_masks = entry_runs[order], mask_ids[order]
+    entry_counts = counts[entry_masks, block_ids[order]]
+    ff = np.zeros((n, n))
+    pf = np.zeros((n, n))
+    step = max(1, _GEMM_BYTES // (8 * max(n, 1)))
+    for first in range(0, len(starts), step):
+        runs = heads[:, first:first + step].astype(np.float64)     # (N, s)
+        ff += (runs * lengths[first:first + step]) @ runs.T
+        lo, hi = np.searchsorted(entry_runs, [first, first + step])
+        partial = np.bincount(entry_masks[lo:hi] * runs.shape[1] + entry_runs[lo:hi] - first,
+                              weights=entry_counts[lo:hi], minlength=runs.size).reshape(runs.shape)
+        pf += partial @ runs.T
+    return (_FULL * ff + pf + pf.T).astype(np.int64)
 
 
 def _boundary_term(n: int, mask_ids: np.ndarray, block_ids: np.ndarray, bits: np.ndarray) -> np.ndarray:
