@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from label_studio_sdk._legacy.exceptions import LabelStudioXMLSyntaxErrorSentryIgnored as XMLSyntaxError
 from label_studio_sdk.label_interface import LabelInterface
@@ -39,11 +40,13 @@ def _invalid(problem: str) -> LabelConfigError:
         f"{EXAMPLE_CONFIG}")
 
 
+@lru_cache(maxsize=64)
 def parse_label_config(xml: str) -> BrushConfig:
     """The first ``<BrushLabels>`` bound to an ``<Image>`` in the labeling config ``xml``.
 
     Raises :class:`LabelConfigError` (with a minimal valid example) when the XML is malformed
-    or has no ``<BrushLabels>`` with labels bound to an ``<Image>``.
+    or has no ``<BrushLabels>`` with labels bound to an ``<Image>``. Results are cached: Label
+    Studio sends the same config with every request.
     """
     if not xml or not xml.strip():
         raise _invalid("the config is empty")
