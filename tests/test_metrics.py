@@ -65,6 +65,8 @@ def test_gt_split_in_two_predictions_is_a_mean_over_fragments():
     assert s.f1 == pytest.approx(100 * (6 / 7 + 0.4) / 2)
     # FPR = IoU of the non-best match (P2): 0.25.
     assert s.fpr == pytest.approx(25.0)
+    # PQ: P1 (IoU 0.75) is a TP, P2 an FP: PQ = 0.75 / (1 + 1/2), SQ = 0.75, RQ = 1 / 1.5.
+    assert (s.pq, s.sq, s.rq) == pytest.approx((50.0, 75.0, 100 / 1.5))
     assert score_image(pred[:1] | pred[1:], gt).iou == pytest.approx(100.0)
 
 
