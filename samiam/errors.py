@@ -74,3 +74,9 @@ class WriteBackError(SamiamError):
     """A prediction could not be written back to Label Studio (unreachable, refused, bad token)."""
 
     http_status = 502
+
+
+class RequestError(SamiamError):
+    """An HTTP request to the service is malformed (not JSON, missing or mistyped fields)."""
+
+    http_status = 400

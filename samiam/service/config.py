@@ -1,0 +1,118 @@
+"""Settings of the web tier and the workers, read from environment variables.
+
+The engine's own knobs live in :class:`samiam.settings.Settings` (``SAMIAM_<SECTION>_<FIELD>``);
+this dataclass holds only what the service adds: where Redis is, how long ``/predict`` waits,
+how long results are kept, how write-backs are retried, and who may call the service.
+Every variable is listed, with its default, in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from samiam.errors import SettingsError
+from samiam.settings import Settings
+
+
+def _split(text: str, kind: type) -> tuple:
+    return tuple(kind(part) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    redis_url: str | None = None
+    """``REDIS_URL``. None (unset or empty) = embedded mode: jobs run inside the web process."""
+    queue_name: str = "samiam"
+    """``SAMIAM_QUEUE``: RQ queue the web tier fills and the workers empty."""
+    model_version: str = "samiam-v1"
+    """``SAMIAM_MODEL_VERSION``: base model version; ``/setup`` may refine it per labeling config."""
+    predict_deadline_s: float = 80.0
+    """``PREDICT_DEADLINE_S``: longest wait of ``/predict`` before answering late (Label Studio
+    gives up after 100 s); late predictions are written back through the Label Studio API."""
+    poll_interval_s: float = 0.05
+    """``SAMIAM_POLL_INTERVAL_S``: how often ``/predict`` looks for finished tasks."""
+    job_timeout_s: int = 900
+    """``SAMIAM_JOB_TIMEOUT_S``: a worker kills one task's job after this long."""
+    result_ttl_s: int = 86400
+    """``SAMIAM_RESULT_TTL_S``: how long task states, batch results and job records are kept."""
+    cache_ttl_s: int = 7 * 86400
+    """``SAMIAM_CACHE_TTL_S``: how long a prediction is cached (0 disables the cache)."""
+    writeback_retry_intervals_s: tuple[int, ...] = (10, 60, 300)
+    """``SAMIAM_WRITEBACK_RETRY_INTERVALS_S`` (comma separated): waits before each retry of a
+    failed write-back; after the last one the write-back is recorded as failed."""
+    recent_failures: int = 50
+    """``SAMIAM_RECENT_FAILURES``: failures kept for the status page."""
+    redis_timeout_s: float = 0.5
+    """``SAMIAM_REDIS_TIMEOUT_S``: socket time-out of the web tier's Redis calls (``/health`` has 1 s)."""
+    worker_ttl_s: int = 60
+    """``SAMIAM_WORKER_TTL_S``: a worker's device record expires this long after its last heartbeat."""
+    status_refresh_s: int = 5
+    """``SAMIAM_STATUS_REFRESH_S``: reload period of the HTML status page."""
+    latency_buckets_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
+    """``SAMIAM_LATENCY_BUCKETS_S``: upper bounds of the ``/metrics`` task latency histogram."""
+    basic_auth_user: str | None = None
+    """``BASIC_AUTH_USER``: with ``BASIC_AUTH_PASS``, every route requires HTTP basic auth."""
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    """``BASIC_AUTH_PASS``."""
+    label_studio_url: str | None = None
+    """``LABEL_STUDIO_URL``: Label Studio's base URL; when set with ``LABEL_STUDIO_API_KEY`` it is
+    used for image downloads and write-backs instead of ``/setup``'s hostname and token."""
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    """``LABEL_STUDIO_API_KEY``: a personal access token (refresh JWT) or a legacy token."""
+    image_hosts: tuple[str, ...] = ()
+    """``SAMIAM_IMAGE_HOSTS`` (comma separated ``host`` or ``host:port``): hosts other than Label
+    Studio that task images may come from (they never receive the API key)."""
+    local_files_root: str | None = None
+    """``SAMIAM_LOCAL_FILES_ROOT``: folder that local image paths must lie in (unset: refused)."""
+    max_image_bytes: int | None = None
+    """``SAMIAM_MAX_IMAGE_BYTES``: largest image download (unset: the adapter's limit)."""
+    fetch_timeout_s: float | None = None
+    """``SAMIAM_FETCH_TIMEOUT_S``: limit of one image download or write-back (unset: the adapter's)."""
+    settings: Settings = field(default_factory=Settings)
+    """The engine's settings (``SAMIAM_<SECTION>_<FIELD>``)."""
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+        """Defaults overridden by the environment variables named in each field's docstring."""
+        env = os.environ if environ is None else environ
+        names = {
+            "REDIS_URL": ("redis_url", str), "SAMIAM_QUEUE": ("queue_name", str),
+            "SAMIAM_MODEL_VERSION": ("model_version", str),
+            "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
+            "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
+            "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
+            "SAMIAM_CACHE_TTL_S": ("cache_ttl_s", int),
+            "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": ("writeback_retry_intervals_s", lambda t: _split(t, int)),
+            "SAMIAM_RECENT_FAILURES": ("recent_failures", int),
+            "SAMIAM_REDIS_TIMEOUT_S": ("redis_timeout_s", float),
+            "SAMIAM_WORKER_TTL_S": ("worker_ttl_s", int),
+            "SAMIAM_STATUS_REFRESH_S": ("status_refresh_s", int),
+            "SAMIAM_LATENCY_BUCKETS_S": ("latency_buckets_s", lambda t: _split(t, float)),
+            "BASIC_AUTH_USER": ("basic_auth_user", str), "BASIC_AUTH_PASS": ("basic_auth_pass", str),
+            "LABEL_STUDIO_URL": ("label_studio_url", str),
+            "LABEL_STUDIO_API_KEY": ("label_studio_api_key", str),
+            "SAMIAM_IMAGE_HOSTS": ("image_hosts", lambda t: _split(t, str.strip)),
+            "SAMIAM_LOCAL_FILES_ROOT": ("local_files_root", str),
+            "SAMIAM_MAX_IMAGE_BYTES": ("max_image_bytes", int),
+            "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
+        }
+        values = {}
+        for key, (name, kind) in names.items():
+            text = env.get(key, "").strip()
+            if not text:
+                continue
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise SettingsError(f"environment variable {key}={text!r} is not a valid {name}") from None
+        return cls(settings=Settings.from_env(env), **values)

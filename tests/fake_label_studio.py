@@ -1,0 +1,104 @@
+"""A tiny HTTP server on 127.0.0.1 playing the two Label Studio routes the service uses:
+``GET /data/upload/<project>/<file>`` (needs ``Authorization: Token <TOKEN>``) and
+``POST /api/predictions/`` (records the prediction, answers 201 like Label Studio 1.23)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="tag" toName="image">
+    <Label value="Material 1"/>
+    <Label value="Material 2"/>
+  </BrushLabels>
+</View>"""
+
+
+def two_texture_png(height: int, width: int) -> bytes:
+    """A grey PNG whose left half is a fine checker-like texture and right half coarse stripes."""
+    yy, xx = np.mgrid[:height, :width]
+    fine = 127 + 60 * np.sin(xx * 1.2) * np.sin(yy * 1.2)
+    coarse = 127 + 60 * np.sin(xx * 0.35)
+    image = np.where(xx < width // 2, fine, coarse).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class FakeLabelStudio:
+    def __init__(self):
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.predictions: list[dict] = []
+        self.refused_writes = 0
+        self.refuse_next_writes = 0
+        """How many of the next prediction POSTs to refuse with 400 (as for an unknown task)."""
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server._get(self)
+
+            def do_POST(self):
+                server._post(self, json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def add_file(self, name: str, data: bytes, content_type: str = "image/png") -> str:
+        """Serve ``data`` as an upload of project 1; returns the task-data URL (relative, as LS)."""
+        path = f"/data/upload/1/{name}"
+        self.files[path] = (data, content_type)
+        return path
+
+    @staticmethod
+    def _send(handler, status: int, body: bytes, content_type: str = "application/json") -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _get(self, handler) -> None:
+        if handler.headers.get("Authorization") != f"Token {TOKEN}":
+            return self._send(handler, 401, b'{"detail": "Authentication credentials were not provided."}')
+        if handler.path not in self.files:
+            return self._send(handler, 404, b'{"detail": "Not found."}')
+        data, content_type = self.files[handler.path]
+        return self._send(handler, 200, data, content_type)
+
+    def _post(self, handler, body: dict) -> None:
+        if handler.path.rstrip("/") != "/api/predictions" or handler.headers.get("Authorization") != f"Token {TOKEN}":
+            return self._send(handler, 404, b'{"detail": "Not found."}')
+        with self._lock:
+            if self.refuse_next_writes > 0:
+                self.refuse_next_writes -= 1
+                self.refused_writes += 1
+                return self._send(handler, 400, b'{"task": ["Invalid pk - object does not exist."]}')
+            self.predictions.append(body)
+            answer = dict(body, id=len(self.predictions), project=1)
+        return self._send(handler, 201, json.dumps(answer).encode())
+
+    def wait_for_predictions(self, count: int, timeout_s: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.predictions) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.predictions)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,267 @@
+"""The web tier's routes (Flask test client) in embedded mode, with the real engine (classical
+proposer) and a fake Label Studio serving images and receiving write-backs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
+
+from samiam.labelstudio.results import materials_from_results
+from samiam.service import ServiceConfig, create_app
+from samiam.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSICAL = Settings().replace({"proposals.proposer": "classical"})
+NO_BRUSH_CONFIG = '<View><Image name="image" value="$image"/><Choices name="c" toName="image">' \
+                  '<Choice value="a"/></Choices></View>'
+
+
+def make_config(**changes) -> ServiceConfig:
+    return ServiceConfig(**{"model_version": "test-v1", "settings": CLASSICAL,
+                            "writeback_retry_intervals_s": (0,), **changes})
+
+
+@pytest.fixture
+def label_studio():
+    server = FakeLabelStudio()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_app():
+    apps = []
+
+    def make(**changes):
+        app = create_app(make_config(**changes))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["samiam"]["dispatcher"].shutdown()
+
+
+@pytest.fixture
+def client(make_app, label_studio):
+    """Embedded app whose projects are set up with the fake Label Studio as /setup would."""
+    app = make_app()
+    client = app.test_client()
+    answer = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG,
+                                         "hostname": label_studio.url, "access_token": TOKEN})
+    assert answer.status_code == 200
+    return client
+
+
+def task(task_id: int, url: str) -> dict:
+    return {"id": task_id, "data": {"image": url}, "project": 1, "annotations": [], "predictions": []}
+
+
+def predict(client, tasks, **extra):
+    return client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
+                                         "project": "1.1700000000", "params": {}, **extra})
+
+
+def wait_for_state(client, task_id: int, state: str, timeout_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}
+        if records.get(task_id, {}).get("state") == state:
+            return records[task_id]
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} never reached {state!r}: {records.get(task_id)}")
+
+
+# -- Label Studio's routes -------------------------------------------------------------------
+
+def test_health_answers_up_in_embedded_mode(make_app):
+    body = make_app().test_client().get("/health").get_json()
+    assert body["status"] == "UP" and body["mode"] == "embedded" and body["redis"] == "not used"
+    assert body["workers"] == 1 and body["ready"] is True and body["model_class"] == "SamiamModel"
+
+
+def test_setup_returns_the_model_version_and_loads_no_model(make_app, label_studio):
+    app = make_app()
+    answer = app.test_client().post("/setup", json={"project": "7.1700000000", "schema": LABEL_CONFIG,
+                                                    "hostname": label_studio.url, "access_token": TOKEN})
+    assert answer.status_code == 200 and answer.get_json() == {"model_version": "test-v1"}
+    store, dispatcher = app.extensions["samiam"]["store"], app.extensions["samiam"]["dispatcher"]
+    assert store.project("7") == {"hostname": label_studio.url, "access_token": TOKEN}
+    assert not dispatcher.runtime.engine_loaded
+
+
+@pytest.mark.parametrize("schema", ["", NO_BRUSH_CONFIG, "<View><Image"])
+def test_setup_refuses_a_config_without_brush_labels(make_app, schema):
+    answer = make_app().test_client().post("/setup", json={"project": "1.1", "schema": schema})
+    assert answer.status_code == 400
+    assert "BrushLabels" in answer.get_json()["error"] and answer.get_json()["kind"] == "LabelConfigError"
+
+
+def test_predict_answers_one_prediction_per_task_in_order(client, label_studio):
+    shapes = [(128, 128), (96, 112)]
+    tasks = [task(10 + i, label_studio.add_file(f"em{i}.png", two_texture_png(*shape)))
+             for i, shape in enumerate(shapes)]
+    answer = predict(client, tasks)
+    assert answer.status_code == 200
+    results = answer.get_json()["results"]
+    assert len(results) == 2
+    for prediction, (height, width) in zip(results, shapes):
+        assert prediction["model_version"] == "test-v1" and prediction["result"]
+        assert 0 <= prediction["score"] <= 1
+        region = prediction["result"][0]
+        assert (region["original_height"], region["original_width"]) == (height, width)
+        assert region["from_name"] == "tag" and region["to_name"] == "image"
+        masks, labels = materials_from_results(prediction["result"])
+        assert masks.shape[1:] == (height, width) and set(labels) <= {"Material 1", "Material 2"}
+        assert masks.any() and masks.sum(axis=0).max() == 1  # non-empty, disjoint materials
+    assert label_studio.predictions == []  # answered in time: nothing written back
+    states = client.get("/jobs?project=1").get_json()
+    assert states["counts"]["done"] == 2 and states["project"] == "1"
+
+
+def test_a_repeated_image_comes_from_the_cache(client, label_studio):
+    url = label_studio.add_file("em.png", two_texture_png(128, 128))
+    first = predict(client, [task(1, url)]).get_json()["results"]
+    second = predict(client, [task(2, url)]).get_json()["results"]
+    assert first == second
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "samiam_cache_hits_total 1\n" in metrics and "samiam_cache_misses_total 1\n" in metrics
+
+
+def test_failed_tasks_are_reported_and_the_good_one_is_written_back(client, label_studio):
+    good = label_studio.add_file("good.png", two_texture_png(128, 128))
+    not_image = label_studio.add_file("notes.png", b"just some text, not an image", "text/plain")
+    tasks = [task(1, good), task(2, not_image), task(3, "http://203.0.113.9/foreign.png"),
+             task(4, "/data/upload/1/missing.png")]
+    answer = predict(client, tasks)
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["results"] == []  # Label Studio would store an empty prediction for a failed task
+    reasons = {f["task"]: f["reason"] for f in body["failed"]}
+    assert "not an image" in reasons[2] and "refused" in reasons[3] and "404" in reasons[4]
+    assert set(body["late"]) | set(body["written_back"]) == {1}
+    wait_for_state(client, 1, "written")
+    assert [p["task"] for p in label_studio.predictions] == [1]
+    assert label_studio.predictions[0]["result"] and label_studio.predictions[0]["model_version"] == "test-v1"
+    states = client.get("/jobs?project=1").get_json()
+    assert states["counts"]["failed"] == 3 and states["counts"]["written"] == 1
+    page = client.get("/").get_data(as_text=True)
+    assert "not an image" in page and "http-equiv=\"refresh\"" in page
+
+
+def test_past_the_deadline_the_answer_is_empty_and_predictions_are_written_back(make_app, label_studio):
+    client = make_app(predict_deadline_s=0.0, label_studio_url=label_studio.url,
+                      label_studio_api_key=TOKEN).test_client()
+    tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(128, 96 + 16 * i))) for i in (1, 2)]
+    answer = predict(client, tasks).get_json()
+    assert answer["results"] == [] and answer["failed"] == []
+    assert sorted(answer["late"] + answer["written_back"]) == [1, 2]
+    for task_id in (1, 2):
+        wait_for_state(client, task_id, "written")
+    stored = {p["task"]: p for p in label_studio.predictions}
+    assert sorted(stored) == [1, 2] and len(label_studio.predictions) == 2  # each exactly once
+    for task_id in (1, 2):
+        masks, _ = materials_from_results(stored[task_id]["result"])
+        assert masks.shape[1:] == (128, 96 + 16 * task_id) and stored[task_id]["model_version"] == "test-v1"
+
+
+def test_a_refused_write_back_is_retried_then_recorded_as_failed(make_app, label_studio):
+    client = make_app(predict_deadline_s=0.0, label_studio_url=label_studio.url, label_studio_api_key=TOKEN,
+                      writeback_retry_intervals_s=(0, 0)).test_client()
+    label_studio.refuse_next_writes = 3
+    predict(client, [task(5, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    record = wait_for_state(client, 5, "writeback_failed")
+    assert "400" in record["reason"] and label_studio.refused_writes == 3 and label_studio.predictions == []
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "samiam_writebacks_failed_total 1\n" in metrics and "samiam_writeback_retries_total 2\n" in metrics
+
+
+@pytest.mark.parametrize("body, message", [
+    ("{not json", "JSON object"),
+    (json.dumps([1, 2]), "JSON object"),
+    (json.dumps({"label_config": LABEL_CONFIG}), "non-empty list"),
+    (json.dumps({"tasks": [{"data": {}}], "label_config": LABEL_CONFIG}), "integer 'id'"),
+    (json.dumps({"tasks": [task(1, "a"), task(1, "b")], "label_config": LABEL_CONFIG}), "repeat"),
+    (json.dumps({"tasks": [task(1, "a")], "label_config": NO_BRUSH_CONFIG}), "BrushLabels"),
+    (json.dumps({"tasks": [task(1, "a")], "label_config": LABEL_CONFIG,
+                 "params": {"samiam": {"merging.nope": 1}}}), "unknown setting"),
+    (json.dumps({"tasks": [task(1, "a")], "label_config": LABEL_CONFIG,
+                 "params": {"samiam": {"merging.materials": 5}}}), "only 2 brush labels"),
+])
+def test_bad_predict_requests_get_400_with_a_message(make_app, body, message):
+    answer = make_app().test_client().post("/predict", data=body, content_type="application/json")
+    assert answer.status_code == 400 and message in answer.get_json()["error"]
+
+
+def test_webhook_versions_and_unknown_routes(make_app):
+    client = make_app().test_client()
+    started = time.perf_counter()
+    answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
+    assert answer.status_code == 200 and time.perf_counter() - started < 1.0
+    assert client.get("/versions").get_json() == {"versions": ["test-v1"]}
+    assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
+    assert client.get("/jobs").status_code == 400
+
+
+def test_basic_auth_protects_every_route(make_app):
+    client = make_app(basic_auth_user="ls", basic_auth_pass="s3cret").test_client()
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
+    bad = {"Authorization": "Basic " + base64.b64encode(b"ls:wrong").decode()}
+    for path in ("/health", "/metrics", "/", "/versions", "/jobs?project=1"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=bad).status_code == 401
+        assert client.get(path, headers=good).status_code == 200
+    assert client.post("/setup", json={"schema": LABEL_CONFIG}).status_code == 401
+    assert client.post("/setup", json={"schema": LABEL_CONFIG}, headers=good).status_code == 200
+
+
+def test_metrics_is_prometheus_text_with_a_cumulative_histogram(client, label_studio):
+    predict(client, [task(1, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    answer = client.get("/metrics")
+    assert answer.mimetype == "text/plain"
+    samples = {}
+    for line in answer.get_data(as_text=True).splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples["samiam_jobs_queued_total"] == samples["samiam_jobs_finished_total"] == 1
+    buckets = [v for k, v in samples.items() if k.startswith("samiam_task_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == samples["samiam_task_seconds_count"] == 1
+    assert 'samiam_task_seconds_bucket{le="+Inf"}' in samples and samples["samiam_task_seconds_sum"] > 0
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+def test_the_web_tier_never_imports_torch_when_redis_is_used():
+    code = "import sys, _wsgi; assert _wsgi.app; print('torch' in sys.modules)"
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}  # never contacted at import
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_worker_command_without_redis_url_explains_itself(monkeypatch, capsys):
+    from samiam.cli import main
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert main(["worker", "--burst"]) == 2
+    assert "needs REDIS_URL" in capsys.readouterr().err
+
+
+def test_service_config_reads_the_environment():
+    config = ServiceConfig.from_env({"REDIS_URL": "redis://r:6379/0", "PREDICT_DEADLINE_S": "12.5",
+                                     "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": "1, 2,3",
+                                     "SAMIAM_IMAGE_HOSTS": "a.example, b.example:8080",
+                                     "SAMIAM_MERGING_MATERIALS": "3", "BASIC_AUTH_USER": ""})
+    assert config.redis_url == "redis://r:6379/0" and not config.embedded
+    assert config.predict_deadline_s == 12.5 and config.writeback_retry_intervals_s == (1, 2, 3)
+    assert config.image_hosts == ("a.example", "b.example:8080") and config.settings.merging.materials == 3
+    assert not config.auth_required and ServiceConfig.from_env({}).embedded
