@@ -18,6 +18,7 @@ are given at the 1024 px reference side and scale with ``size`` (same field of v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage
@@ -114,7 +115,20 @@ class SceneParams:
     min_layer_px: float = 90.0
     roughness_px: tuple[float, float] = (2.0, 14.0)
     roughness_wavelength_px: tuple[float, float] = (90.0, 600.0)
+    roughness_harmonics: tuple[float, ...] = (0.6, 0.3, 0.1)
+    """Amplitude weights of the sines of a rough interface (shorter wavelengths get less)."""
     terrace_px: tuple[float, float] = (120.0, 400.0)
+    max_step_rise_px: float = 60.0
+    """Terraces widen so that a stepped interface rises at most this much across the image."""
+    amorphous_step_px: float = 12.0
+    """Step height of a stepped interface above an amorphous region (no lattice cell to follow)."""
+    gap_wobble: float = 0.2
+    gap_wobble_length_px: float = 40.0
+    """A gap band's width varies by +-gap_wobble of its mean over about this length."""
+    scan_margin: float = 0.1
+    """Interfaces are defined this fraction of the size beyond each side (scan drift reaches there)."""
+    defect_min_thickness: float = 0.6
+    """Only layers at least this fraction of min_layer_px thick get antiphase or grain boundaries."""
     stepped_chance: float = 0.4
     grain_width_px: tuple[float, float] = (80.0, 250.0)
     grain_rotation_deg: tuple[float, float] = (8.0, 30.0)
@@ -124,15 +138,28 @@ class SceneParams:
 
 @dataclass(frozen=True)
 class _Interface:
-    """Top edge of region i+1: y(x) sampled on ``xs``; the gap band below it has width ``gap`` px."""
+    """Top edge ``top(x)`` of region i+1 and bottom edge ``bottom(x)`` of the gap band above it.
+
+    Both are sampled on ``xs`` (1 px apart). The gap band is ``top <= y < bottom``; its bottom
+    follows the running maximum of ``top`` so that the band also covers the risers of steps, and
+    the regions above and below a band never touch.
+    """
 
     xs: np.ndarray
-    y: np.ndarray
-    gap: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+
+    @classmethod
+    def with_band(cls, xs: np.ndarray, top: np.ndarray, width: np.ndarray) -> _Interface:
+        if not width.any():
+            return cls(xs, top, top)
+        reach = 2 * int(np.ceil(width.max())) + 3
+        return cls(xs, top, ndimage.maximum_filter1d(top, reach) + width)
 
     def at(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.interp(x, self.xs, self.y).astype(np.float32), np.interp(x, self.xs, self.gap).astype(
-            np.float32)
+        """(top, bottom) at sample positions ``x``, float32 of x's shape."""
+        return (np.interp(x, self.xs, self.top).astype(np.float32),
+                np.interp(x, self.xs, self.bottom).astype(np.float32))
 
 
 def generate_scene(seed: int, difficulty: int, size: int = 1024,
@@ -163,9 +190,9 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
     region = np.zeros((size, size), np.int8)
     gap = np.zeros((size, size), bool)
     for edge in interfaces:
-        top, width = edge.at(x)
+        top, bottom = edge.at(x)
         region += y >= top
-        gap |= (y >= top) & (y < top + width)
+        gap |= (y >= top) & (y < bottom)
 
     level_of = dict(zip(materials, levels))
     signal = np.zeros((size, size), np.float32)
@@ -226,21 +253,42 @@ def _pick_levels(rng: np.random.Generator, difficulty: int, n: int, params: Scen
 
 
 def _profile(rng: np.random.Generator, xs: np.ndarray, step_px: float, scale: float,
-             params: SceneParams) -> tuple[np.ndarray, str]:
-    """Interface height variation along x (min 0): rough (sum of sines) or stepped (terraces)."""
+             params: SceneParams) -> np.ndarray:
+    """Interface height along x, minimum 0: rough (sum of sines) or stepped (one-cell terraces)."""
     if rng.random() < params.stepped_chance:
-        terrace = rng.uniform(*params.terrace_px) * scale
-        steps = np.floor((xs + rng.uniform(0, terrace)) / terrace) * step_px
-        y = steps if rng.random() < 0.5 else steps[::-1]
-        kind = "stepped"
+        terrace = max(rng.uniform(*params.terrace_px) * scale,
+                      (xs[-1] - xs[0]) * step_px / (params.max_step_rise_px * scale))
+        y = np.floor((xs + rng.uniform(0, terrace)) / terrace) * step_px
+        y = y if rng.random() < 0.5 else y[::-1]
     else:
         y = np.zeros_like(xs)
         amplitude = rng.uniform(*params.roughness_px) * scale
-        for weight in (0.6, 0.3, 0.1):
+        for weight in params.roughness_harmonics:
             wavelength = rng.uniform(*params.roughness_wavelength_px) * scale * weight ** 0.5
             y += weight * amplitude * np.sin(2 * np.pi * xs / wavelength + rng.uniform(0, 2 * np.pi))
-        kind = "rough"
-    return y - y.min(), kind
+    return y - y.min()
+
+
+def _gap_band(rng: np.random.Generator, xs: np.ndarray, scale: float, params: SceneParams) -> np.ndarray:
+    """Width (px, >= 1) along x of a dark band whose width wobbles slowly around a drawn mean."""
+    width = rng.uniform(*params.gap_width_px) * scale
+    wobble = ndimage.gaussian_filter1d(rng.normal(0, 1, xs.size), params.gap_wobble_length_px * scale)
+    wobble /= np.abs(wobble).max()
+    return np.clip(width * (1 + params.gap_wobble * wobble), 1.0, None)
+
+
+def _has_gap(rng: np.random.Generator, regions: list[str], params: SceneParams) -> list[bool]:
+    """Whether each interface gets a gap band; at least one unlabelled area (gap or vacuum) per scene."""
+    gaps = []
+    for upper, lower in pairwise(regions):
+        if VACUUM in (upper, lower):
+            chance = 0.0
+        else:
+            chance = params.cap_gap_chance if CATALOGUE[upper].lattice is None else params.gap_chance
+        gaps.append(bool(rng.random() < chance))
+    if VACUUM not in regions and not any(gaps):
+        gaps[rng.integers(len(gaps))] = True
+    return gaps
 
 
 def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: float,
@@ -248,35 +296,21 @@ def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: floa
     """Interfaces between consecutive regions, and each region's minimum thickness in px.
 
     Region i spans from the bottom of interface i-1's gap band to interface i; every region keeps
-    at least its minimum thickness at every x, so each stays one connected strip.
+    at least its minimum thickness at every x, so each stays one connected strip. The vacuum and a
+    narrow film keep their drawn thickness; the other regions share what is left at random.
     """
-    pad = int(np.ceil(0.1 * size)) + 8
+    pad = params.scan_margin * size  # scan distortions sample slightly outside [0, size)
     xs = np.arange(-pad, size + pad, dtype=np.float64)
     n = len(regions)
-    gaps = []
-    for i in range(n - 1):
-        upper, lower = regions[i], regions[i + 1]
-        chance = 0.0 if VACUUM in (upper, lower) else (
-            params.cap_gap_chance if CATALOGUE[upper].lattice is None else params.gap_chance)
-        gaps.append(rng.random() < chance)
-    if VACUUM not in regions and not any(gaps):
-        gaps[rng.integers(n - 1)] = True
-
-    profiles, widths = [], []
-    for i in range(n - 1):
-        lower = CATALOGUE.get(regions[i + 1])
-        step_px = (lower.lattice.cell[1] if lower and lower.lattice else 4.0) / angstrom_per_px
-        y, kind = _profile(rng, xs, step_px, scale, params)
-        if gaps[i]:
-            width = rng.uniform(*params.gap_width_px) * scale
-            wobble = ndimage.gaussian_filter1d(rng.normal(0, 1, xs.size), 40 * scale + 1)
-            gap = np.clip(width * (1 + 0.2 * wobble / (np.abs(wobble).max() + 1e-9)), 1.0, None)
+    profiles, bands = [], []
+    for i, gap in enumerate(_has_gap(rng, regions, params)):
+        lower = CATALOGUE[regions[i + 1]]
+        step = (lower.lattice.cell[1] / angstrom_per_px) if lower.lattice else params.amorphous_step_px * scale
+        profiles.append(_profile(rng, xs, step, scale, params))
+        bands.append(_gap_band(rng, xs, scale, params) if gap else np.zeros_like(xs))
+        if gap:
             defects.append({"kind": "gap_band", "above": regions[i], "below": regions[i + 1],
-                            "width_px": round(float(width), 2)})
-        else:
-            gap = np.zeros_like(xs)
-        profiles.append((y, kind))
-        widths.append(gap)
+                            "width_px": round(float(bands[-1].mean()), 2)})
 
     minimum = [params.min_layer_px * scale] * n
     fixed = set()
@@ -290,16 +324,19 @@ def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: floa
         fixed.add(i)
         defects.append({"kind": "narrow_layer", "material": regions[i],
                         "thickness_px": round(float(minimum[i]), 2)})
-    spent = sum(y.max() for y, _ in profiles) + sum(g.max() for g in widths) + sum(minimum)
-    flexible = [i for i in range(n) if i not in fixed]
-    shares = rng.dirichlet(np.ones(len(flexible))) * max(size - spent, 0.0)
-    for i, share in zip(flexible[:-1], shares):
-        minimum[i] += share
+    spare = size - sum(p.max() for p in profiles) - sum(b.max() for b in bands) - sum(minimum)
+    if spare < 0:
+        raise SettingsError(f"a {size} px scene cannot hold {n} regions with these SceneParams; "
+                            "use a larger size or thinner minimum layers")
+    flexible = [i for i in range(n) if i not in fixed]  # always ends with the bottom region
+    for i, share in zip(flexible[:-1], rng.dirichlet(np.ones(len(flexible))) * spare):
+        minimum[i] += share  # the bottom region's share is what remains below the last interface
+
     interfaces, top = [], 0.0
-    for i, ((y, kind), gap) in enumerate(zip(profiles, widths)):
+    for i, (profile, band) in enumerate(zip(profiles, bands)):
         offset = top + minimum[i]
-        interfaces.append(_Interface(xs, offset + y, gap))
-        top = offset + y.max() + gap.max()
+        interfaces.append(_Interface.with_band(xs, offset + profile, band))
+        top = interfaces[-1].bottom.max()
     return interfaces, minimum
 
 
@@ -330,7 +367,7 @@ def _crystal(rng: np.random.Generator, material: Material, inside: np.ndarray, x
     width = inside.shape[1]
     placements = np.zeros(px.shape, np.int8)
     variants = [base]
-    thick_enough = min_thickness >= params.min_layer_px * scale * 0.6
+    thick_enough = min_thickness >= params.min_layer_px * scale * params.defect_min_thickness
     incline = np.deg2rad(params.boundary_incline_deg)
 
     def line(x0: float) -> tuple[float, float, np.ndarray]:
