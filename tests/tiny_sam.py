@@ -19,7 +19,8 @@ from segment_anything.build_sam import _build_sam
 
 from samiam.proposals import checkpoints
 
-TINY_SIZES = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1])
+TINY_SIZES = {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
+              "encoder_global_attn_indexes": [1]}
 TINY_MODEL_TYPE = "vit_b"
 """The registry entry the tiny builder replaces (its real builder has another size)."""
 

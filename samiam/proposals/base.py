@@ -32,7 +32,7 @@ class Proposals:
         object.__setattr__(self, "scores", scores)
 
     @classmethod
-    def empty(cls, shape: tuple[int, int]) -> "Proposals":
+    def empty(cls, shape: tuple[int, int]) -> Proposals:
         """No masks for an image of ``shape`` (H, W): ``(0, H, W)`` masks, ``(0,)`` scores."""
         return cls(np.zeros((0, *shape), bool), np.zeros(0, np.float32))
 

@@ -3,16 +3,20 @@
 1. Estimate the lattice period ``p`` from the radially summed power spectrum of ``grey``.
 2. Texture feature maps: the local mean, the log local variance and the log local energy in
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
-   space), each averaged over a Gaussian window of ``classical_window * p``, then sharpened
-   at texture edges by a Kuwahara-style choice among shifted windows.
+   space), each averaged over a Gaussian window of ``classical_window * p``.
 3. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side,
    cut into ``classical_segments`` watershed superpixels, and adjacent superpixels
    whose mean features lie within ``classical_merge_distance`` of each other are merged
    greedily (closest pair first) on a region adjacency graph.
-4. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image.
+4. Region borders are moved onto the ridge of the feature gradient (the true texture edge) by a
+   watershed from the regions' cores; regions without a core (blends of their neighbours along
+   an edge) dissolve.
+5. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,8 +31,6 @@ DOG_PERIOD_PER_SIGMA = np.pi / np.sqrt(np.log(4) / 6)
 """A difference of Gaussians with sigmas (s, 2s) passes periods around this many times s (about 6.5)."""
 MIN_PERIODS_PER_SIDE = 16
 """The lattice period is searched among periods that fit at least this often in the shorter side."""
-KUWAHARA_SHIFT = 2.0
-"""Offset of the candidate windows of :func:`kuwahara`, in window sigmas."""
 ENERGY_FLOOR = 1e-6
 """Added to energies (in units of the image's variance) before the log, so that flat areas are finite."""
 
@@ -48,14 +50,36 @@ class ClassicalProposer:
 
     def propose(self, micrograph: Micrograph) -> Proposals:
         grey = np.asarray(micrograph.grey, np.float32)
-        features, factor = texture_features(grey, self.settings)
-        labels = merge_regions(superpixels(features, self.settings), features,
+        maps = texture_features(grey, self.settings)
+        gradient = feature_gradient(maps.edges)
+        labels = merge_regions(superpixels(gradient, self.settings.classical_segments), maps.features,
                                self.settings.classical_merge_distance)
-        scores = 1.0 - region_variance(labels, features) / self.settings.classical_merge_distance ** 2
-        rows = np.arange(grey.shape[0]) // factor
-        cols = np.arange(grey.shape[1]) // factor
+        labels = refine_boundaries(labels, gradient, margin=maps.window)
+        scores = 1.0 - region_variance(labels, maps.features) / self.settings.classical_merge_distance ** 2
+        rows = np.arange(grey.shape[0]) // maps.factor
+        cols = np.arange(grey.shape[1]) // maps.factor
         masks = masklib.from_label_map(labels[np.ix_(rows, cols)], int(labels.max()))
         return Proposals(masks, np.clip(scores, 0.0, 1.0).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class TextureMaps:
+    """Texture features of an image at the working resolution.
+
+    features: (h, w, F) float32, F = 2 + len(BAND_OCTAVES): local mean (in units of the image's
+        standard deviation), log local variance, log local energy of each band. Distances
+        between textures are measured here (log energies compare ratios).
+    edges: (h, w, F) float32, the same maps before the log, each divided by its standard
+        deviation over the image. The window blends two textures linearly, so their edge is
+        where these maps change fastest (in log space it shifts towards the weaker texture).
+    factor: the image is ``factor`` times larger than the maps (h = ceil(H / factor)).
+    window: sigma of the Gaussian texture window, in working-resolution px.
+    """
+
+    features: np.ndarray
+    edges: np.ndarray
+    factor: int
+    window: float
 
 
 def dominant_period(grey: np.ndarray) -> float:
@@ -71,13 +95,9 @@ def dominant_period(grey: np.ndarray) -> float:
     return side / (lowest + int(np.argmax(profile[lowest:side // 2 + 1])))
 
 
-def texture_features(grey: np.ndarray, settings: ProposalSettings) -> tuple[np.ndarray, int]:
-    """Smoothed texture features of ``grey: (H, W) float`` at the working resolution.
-
-    Returns ``features: (ceil(H / f), ceil(W / f), 2 + len(BAND_OCTAVES)) float32`` (local
-    mean in units of the image's standard deviation, log local variance, log band energies)
-    and the integer downsampling factor ``f``.
-    """
+def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMaps:
+    """Texture features of ``grey: (H, W) float``, averaged over a Gaussian window of
+    ``settings.classical_window`` lattice periods, at the working resolution."""
     from scipy import ndimage
     from skimage.transform import downscale_local_mean
 
@@ -99,51 +119,46 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> tuple[np.n
     smooth = [ndimage.gaussian_filter(downscale_local_mean(m, (factor, factor)), window, mode="reflect")
               for m in maps]
     mean, mean_sq, bands = smooth[0], smooth[1], smooth[2:]
-    variance = np.maximum(mean_sq - mean ** 2, 0.0)
-    logs = [np.log(e + ENERGY_FLOOR) for e in (variance, *bands)]
-    return kuwahara(np.stack([mean, *logs], axis=-1), window).astype(np.float32), factor
+    linear = np.stack([mean, np.maximum(mean_sq - mean ** 2, 0.0), *bands], axis=-1)
+    features = np.concatenate([linear[..., :1], np.log(linear[..., 1:] + ENERGY_FLOOR)], axis=-1)
+    edges = linear / np.maximum(linear.std(axis=(0, 1)), ENERGY_FLOOR)
+    return TextureMaps(features.astype(np.float32), edges.astype(np.float32), factor, window)
 
 
-def kuwahara(features: np.ndarray, sigma: float) -> np.ndarray:
-    """Edge-preserving selection: each pixel takes the features of the most homogeneous of the
-    Gaussian windows (``sigma``) centred on it and ``KUWAHARA_SHIFT * sigma`` away in 8 directions.
-
-    A window smooths a texture boundary into a band of blended features about ``2 * sigma`` wide;
-    near a boundary the window lying wholly on the pixel's side has the least feature variance,
-    so the band collapses back to a sharp edge. features: (h, w, F) -> (h, w, F).
-    """
+def feature_gradient(features: np.ndarray) -> np.ndarray:
+    """Magnitude of the (Sobel) gradient of ``features: (h, w, F)`` -> ``(h, w) float``."""
     from scipy import ndimage
 
-    def smooth(a):
-        return ndimage.gaussian_filter(a, (sigma, sigma, 0), mode="reflect")
-
-    spread = (smooth(features ** 2) - smooth(features) ** 2).sum(axis=-1)
-    shift = int(np.ceil(KUWAHARA_SHIFT * sigma))
-    h, w = spread.shape
-    pad_f = np.pad(features, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
-    pad_s = np.pad(spread, shift, mode="edge")
-    best_f, best_s = features.copy(), spread.copy()
-    for dy in (-shift, 0, shift):
-        for dx in (-shift, 0, shift):
-            cand_s = pad_s[shift + dy:shift + dy + h, shift + dx:shift + dx + w]
-            better = cand_s < best_s
-            best_s = np.where(better, cand_s, best_s)
-            best_f[better] = pad_f[shift + dy:shift + dy + h, shift + dx:shift + dx + w][better]
-    return best_f
+    return np.sqrt(sum(ndimage.sobel(features[..., f], axis) ** 2
+                       for f in range(features.shape[-1]) for axis in (0, 1)))
 
 
-def superpixels(features: np.ndarray, settings: ProposalSettings) -> np.ndarray:
-    """Watershed superpixels of ``features: (h, w, F)`` -> labels ``(h, w) int``, 1-based.
-
-    The watershed floods the magnitude of the features' gradient from a regular grid of
-    ``classical_segments`` seeds, so superpixel borders fall on texture edges.
-    """
-    from scipy import ndimage
+def superpixels(gradient: np.ndarray, segments: int) -> np.ndarray:
+    """Watershed of ``gradient: (h, w)`` flooded from a regular grid of ``segments`` seeds, so that
+    superpixel borders fall on texture edges -> labels ``(h, w) int``, 1-based."""
     from skimage.segmentation import watershed
 
-    gradient_sq = sum(ndimage.sobel(features[..., f], axis) ** 2
-                      for f in range(features.shape[-1]) for axis in (0, 1))
-    return watershed(np.sqrt(gradient_sq), markers=settings.classical_segments)
+    return watershed(gradient, markers=segments)
+
+
+def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float) -> np.ndarray:
+    """Move region borders onto the ridge of ``gradient`` and dissolve regions with no pixel
+    farther than ``margin`` from their border.
+
+    The texture window blends the features of two textures over a band about a window wide on
+    each side of their edge; a region inside that band is a blend, not a texture. The pixels
+    farther than ``margin`` (the window's sigma) from any border are the regions' cores; a
+    watershed of ``gradient`` from these cores puts every edge where the features change fastest,
+    i.e. on the true edge. labels: (h, w) int, 1-based -> (h, w) int64, 1..K consecutive.
+    """
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries, watershed
+
+    cores = ndimage.distance_transform_edt(~find_boundaries(labels, mode="thick")) > margin
+    if not cores.any():
+        return labels
+    refined = watershed(gradient, markers=np.where(cores, labels, 0))
+    return np.unique(refined, return_inverse=True)[1].reshape(labels.shape) + 1
 
 
 def merge_regions(labels: np.ndarray, features: np.ndarray, distance: float) -> np.ndarray:

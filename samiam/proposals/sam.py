@@ -64,11 +64,14 @@ class SamProposer:
         log.info("loaded SAM %s from %s on %s", settings.model_type, self.checkpoint, self.device)
 
     def propose(self, micrograph: Micrograph) -> Proposals:
-        """Masks ``(N, H, W) bool`` and SAM's ``predicted_iou`` (clipped to [0, 1]) as scores."""
+        """Masks ``(N, H, W) bool`` and SAM's ``predicted_iou`` (clipped to [0, 1]) as scores.
+
+        Masks without pixels (SAM keeps them when its thresholds are low) are dropped.
+        """
         import torch
 
         with torch.inference_mode():
-            records = self._generator.generate(micrograph.rgb)
+            records = [r for r in self._generator.generate(micrograph.rgb) if r["area"] > 0]
         if not records:
             return Proposals.empty(micrograph.rgb.shape[:2])
         return Proposals(
