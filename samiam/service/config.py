@@ -9,8 +9,9 @@ Every variable is listed, with its default, in ``.env.example``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from samiam.errors import SettingsError
 from samiam.settings import Settings
@@ -20,6 +21,29 @@ def _split(text: str, kind: type) -> tuple:
     return tuple(kind(part) for part in text.split(",") if part.strip())
 
 
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "REDIS_URL": ("redis_url", str), "SAMIAM_QUEUE": ("queue_name", str),
+    "SAMIAM_MODEL_VERSION": ("model_version", str),
+    "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
+    "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
+    "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
+    "SAMIAM_CACHE_TTL_S": ("cache_ttl_s", int),
+    "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": ("writeback_retry_intervals_s", lambda t: _split(t, int)),
+    "SAMIAM_RECENT_FAILURES": ("recent_failures", int),
+    "SAMIAM_REDIS_TIMEOUT_S": ("redis_timeout_s", float),
+    "SAMIAM_STATUS_REFRESH_S": ("status_refresh_s", int),
+    "SAMIAM_LATENCY_BUCKETS_S": ("latency_buckets_s", lambda t: _split(t, float)),
+    "BASIC_AUTH_USER": ("basic_auth_user", str), "BASIC_AUTH_PASS": ("basic_auth_pass", str),
+    "LABEL_STUDIO_URL": ("label_studio_url", str),
+    "LABEL_STUDIO_API_KEY": ("label_studio_api_key", str),
+    "SAMIAM_IMAGE_HOSTS": ("image_hosts", lambda t: _split(t, str.strip)),
+    "SAMIAM_LOCAL_FILES_ROOT": ("local_files_root", str),
+    "SAMIAM_MAX_IMAGE_BYTES": ("max_image_bytes", int),
+    "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
+}
+"""Environment variable -> (ServiceConfig field, parser of its text)."""
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     redis_url: str | None = None
@@ -27,7 +51,8 @@ class ServiceConfig:
     queue_name: str = "samiam"
     """``SAMIAM_QUEUE``: RQ queue the web tier fills and the workers empty."""
     model_version: str = "samiam-v1"
-    """``SAMIAM_MODEL_VERSION``: base model version; ``/setup`` may refine it per labeling config."""
+    """``SAMIAM_MODEL_VERSION``: answered by ``/setup`` and put in every prediction; bump it to
+    make Label Studio predict tasks again (it skips tasks holding a prediction of this version)."""
     predict_deadline_s: float = 80.0
     """``PREDICT_DEADLINE_S``: longest wait of ``/predict`` before answering late (Label Studio
     gives up after 100 s); late predictions are written back through the Label Studio API."""
@@ -46,8 +71,6 @@ class ServiceConfig:
     """``SAMIAM_RECENT_FAILURES``: failures kept for the status page."""
     redis_timeout_s: float = 0.5
     """``SAMIAM_REDIS_TIMEOUT_S``: socket time-out of the web tier's Redis calls (``/health`` has 1 s)."""
-    worker_ttl_s: int = 60
-    """``SAMIAM_WORKER_TTL_S``: a worker's device record expires this long after its last heartbeat."""
     status_refresh_s: int = 5
     """``SAMIAM_STATUS_REFRESH_S``: reload period of the HTML status page."""
     latency_buckets_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
@@ -85,29 +108,8 @@ class ServiceConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceConfig:
         """Defaults overridden by the environment variables named in each field's docstring."""
         env = os.environ if environ is None else environ
-        names = {
-            "REDIS_URL": ("redis_url", str), "SAMIAM_QUEUE": ("queue_name", str),
-            "SAMIAM_MODEL_VERSION": ("model_version", str),
-            "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
-            "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
-            "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
-            "SAMIAM_CACHE_TTL_S": ("cache_ttl_s", int),
-            "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": ("writeback_retry_intervals_s", lambda t: _split(t, int)),
-            "SAMIAM_RECENT_FAILURES": ("recent_failures", int),
-            "SAMIAM_REDIS_TIMEOUT_S": ("redis_timeout_s", float),
-            "SAMIAM_WORKER_TTL_S": ("worker_ttl_s", int),
-            "SAMIAM_STATUS_REFRESH_S": ("status_refresh_s", int),
-            "SAMIAM_LATENCY_BUCKETS_S": ("latency_buckets_s", lambda t: _split(t, float)),
-            "BASIC_AUTH_USER": ("basic_auth_user", str), "BASIC_AUTH_PASS": ("basic_auth_pass", str),
-            "LABEL_STUDIO_URL": ("label_studio_url", str),
-            "LABEL_STUDIO_API_KEY": ("label_studio_api_key", str),
-            "SAMIAM_IMAGE_HOSTS": ("image_hosts", lambda t: _split(t, str.strip)),
-            "SAMIAM_LOCAL_FILES_ROOT": ("local_files_root", str),
-            "SAMIAM_MAX_IMAGE_BYTES": ("max_image_bytes", int),
-            "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
-        }
         values = {}
-        for key, (name, kind) in names.items():
+        for key, (name, kind) in ENVIRONMENT.items():
             text = env.get(key, "").strip()
             if not text:
                 continue

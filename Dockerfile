@@ -1,0 +1,30 @@
+# samiam ML backend: one image for the web tier (default command) and the GPU workers
+# (`samiam worker`, see docker-compose.yml). SAM checkpoints are read from the /models volume.
+FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SAMIAM_MODEL_DIR=/models \
+    PYTHONPATH=/app
+
+WORKDIR /app
+COPY . /app
+# torch comes with the base image (its CUDA build); pip keeps it since it satisfies torch>=2.1.
+RUN pip install ".[service]" \
+    && useradd --create-home --uid 10001 samiam \
+    && mkdir -p /models \
+    && chown samiam /models
+
+USER samiam
+VOLUME ["/models"]
+EXPOSE 9090
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "samiam.service.healthcheck"]
+
+# gthread: each /predict waits (up to PREDICT_DEADLINE_S) in a thread, not a process.
+# Override flags with GUNICORN_CMD_ARGS, e.g. "--workers 4 --threads 32".
+CMD ["gunicorn", "--bind", "0.0.0.0:9090", "--worker-class", "gthread", "--workers", "2", \
+     "--threads", "16", "--timeout", "120", "--access-logfile", "-", "_wsgi:app"]

@@ -1,0 +1,212 @@
+"""The Redis mode: a real redis-server, real RQ SimpleWorkers (a ``samiam worker`` subprocess and
+in-process burst workers), the real engine (classical proposer) and a fake Label Studio."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
+from redis_server import RedisServer, redis_server_bin
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from samiam.labelstudio.results import materials_from_results
+from samiam.service import ServiceConfig, create_app
+from samiam.service.queue import connect, make_store
+from samiam.service.store import MemoryStore
+from samiam.service.worker import run_worker
+from samiam.settings import Settings
+
+pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "1.1700000000"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def label_studio():
+    server = FakeLabelStudio()
+    yield server
+    server.close()
+
+
+def make_config(redis_server, label_studio, **changes) -> ServiceConfig:
+    return ServiceConfig(**{
+        "redis_url": redis_server.url, "model_version": "test-v1",
+        "settings": Settings().replace({"proposals.proposer": "classical"}),
+        "label_studio_url": label_studio.url, "label_studio_api_key": TOKEN,
+        "writeback_retry_intervals_s": (0,), **changes})
+
+
+def task(task_id: int, url: str) -> dict:
+    return {"id": task_id, "data": {"image": url}, "project": 1}
+
+
+def predict_in_thread(client, tasks) -> dict:
+    """POST /predict from a thread; ``answer["response"]`` appears when it returns."""
+    answer = {}
+
+    def post():
+        answer["response"] = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
+                                                           "project": PROJECT, "params": {}})
+    answer["thread"] = threading.Thread(target=post)
+    answer["thread"].start()
+    return answer
+
+
+def wait_until(condition, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- the batch hand-over, on both stores -------------------------------------------------------
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        yield MemoryStore((1.0,), 10)
+        return
+    with RedisServer(tmp_path / "redis") as server:
+        config = ServiceConfig(redis_url=server.url)
+        yield make_store(config, connect(config, 1.0))
+
+
+def test_deposits_before_the_close_go_to_the_web_tier_and_after_it_to_the_job(store):
+    store.open_batch("b")
+    assert store.deposit("b", 1, {"ok": True, "prediction": {"result": [1]}})
+    assert store.collected("b") == {"1": {"ok": True, "prediction": {"result": [1]}}}
+    assert store.close_batch("b") == {"1": {"ok": True, "prediction": {"result": [1]}}}
+    assert not store.deposit("b", 2, {"ok": True, "prediction": {}})  # the job must write back
+    assert not store.deposit("never-opened", 3, {"ok": True, "prediction": {}})
+
+
+def test_concurrent_deposits_and_close_deliver_every_outcome_exactly_once(store):
+    for round_ in range(5):
+        batch, delivered_by_jobs = f"race{round_}", []
+        store.open_batch(batch)
+
+        def job(task_id, batch=batch, delivered=delivered_by_jobs):
+            if not store.deposit(batch, task_id, {"ok": True, "prediction": {}}):
+                delivered.append(str(task_id))
+
+        threads = [threading.Thread(target=job, args=(i,)) for i in range(20)]
+        for thread in threads[:10]:
+            thread.start()
+        closed = store.close_batch(batch)
+        for thread in threads[10:]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(list(closed) + delivered_by_jobs, key=int) == [str(i) for i in range(20)]
+
+
+# -- web tier + workers --------------------------------------------------------------------------
+
+def test_a_worker_process_answers_predict_and_shows_its_device(redis_server, label_studio, tmp_path):
+    config = make_config(redis_server, label_studio)
+    client = create_app(config).test_client()
+    assert client.get("/health").get_json() == {
+        "status": "UP", "model_class": "SamiamModel", "model_version": "test-v1", "mode": "redis",
+        "redis": "ok", "workers": 0, "ready": False}
+    env = {**os.environ, "REDIS_URL": redis_server.url, "SAMIAM_PROPOSALS_PROPOSER": "classical",
+           "SAMIAM_MODEL_VERSION": "test-v1", "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": TOKEN}
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "samiam.cli", "worker", "--name", "gpu-test"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: client.get("/health").get_json()["workers"] == 1 or worker.poll() is not None,
+                   60, "the worker to register")
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        page = client.get("/").get_data(as_text=True)
+        assert "gpu-test" in page and "classical on cpu" in page
+        shapes = [(128, 128), (112, 96)]
+        tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(*s))) for i, s in enumerate(shapes)]
+        answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
+                                               "project": PROJECT, "params": {}})
+        results = answer.get_json()["results"]
+        assert answer.status_code == 200 and len(results) == 2
+        for prediction, shape in zip(results, shapes):
+            masks, _ = materials_from_results(prediction["result"])
+            assert masks.shape[1:] == shape and prediction["model_version"] == "test-v1"
+        assert client.get("/jobs?project=1").get_json()["counts"]["done"] == 2
+        assert label_studio.predictions == []
+    finally:
+        worker.terminate()  # by PID: a warm shutdown
+        worker.wait(30)
+    assert client.get("/health").get_json()["workers"] == 0
+
+
+def test_late_predictions_reach_label_studio_through_the_api(redis_server, label_studio):
+    config = make_config(redis_server, label_studio, predict_deadline_s=0.3)
+    client = create_app(config).test_client()
+    tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(128, 112 + i))) for i in (1, 2)]
+    answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
+    assert answer.get_json() == {"results": [], "failed": [], "late": [1, 2], "written_back": []}
+    states = client.get("/jobs?project=1").get_json()
+    assert states["counts"]["queued"] == 2
+    assert run_worker(config, burst=True)  # predicts, then writes back (same queue, same burst)
+    stored = {p["task"]: p for p in label_studio.predictions}
+    assert sorted(stored) == [1, 2] and len(label_studio.predictions) == 2
+    for task_id in (1, 2):
+        masks, _ = materials_from_results(stored[task_id]["result"])
+        assert masks.shape[1:] == (128, 112 + task_id) and stored[task_id]["model_version"] == "test-v1"
+    assert client.get("/jobs?project=1").get_json()["counts"]["written"] == 2
+    assert "samiam_writebacks_ok_total 2\n" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_write_backs_are_retried_by_rq_then_recorded_as_failed(redis_server, label_studio):
+    config = make_config(redis_server, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
+    client = create_app(config).test_client()
+    label_studio.refuse_next_writes = 1
+    client.post("/predict", json={"tasks": [task(1, label_studio.add_file("a.png", two_texture_png(128, 128)))],
+                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    run_worker(config, burst=True)
+    assert [p["task"] for p in label_studio.predictions] == [1] and label_studio.refused_writes == 1
+
+    label_studio.refuse_next_writes = 3
+    client.post("/predict", json={"tasks": [task(2, label_studio.add_file("b.png", two_texture_png(96, 96)))],
+                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    run_worker(config, burst=True)
+    assert [p["task"] for p in label_studio.predictions] == [1]
+    record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
+    assert record["state"] == "writeback_failed" and "400" in record["reason"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "samiam_writebacks_failed_total 1\n" in metrics and "samiam_writeback_retries_total 3\n" in metrics
+    queue = Queue(config.queue_name, connection=redis.Redis.from_url(redis_server.url))
+    assert FailedJobRegistry(queue=queue).count == 1
+
+
+def test_redis_going_away_mid_request_gives_503_and_health_stays_up(redis_server, label_studio):
+    config = make_config(redis_server, label_studio, predict_deadline_s=20.0)
+    client = create_app(config).test_client()
+    queue = Queue(config.queue_name, connection=redis.Redis.from_url(redis_server.url))
+    pending = predict_in_thread(client, [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))])
+    wait_until(lambda: queue.count == 1, 10, "the job to be queued")
+    redis_server.process.kill()
+    redis_server.process.wait()
+    pending["thread"].join(10)
+    response = pending["response"]
+    assert response.status_code == 503
+    assert "Redis" in response.get_json()["error"] and response.get_json()["kind"] == "QueueUnavailableError"
+    started = time.perf_counter()
+    health = client.get("/health")
+    assert health.status_code == 200 and time.perf_counter() - started < 1.0
+    assert health.get_json()["redis"] == "down" and health.get_json()["ready"] is False
+    assert client.get("/").status_code == 200 and client.get("/metrics").status_code == 503
