@@ -151,8 +151,9 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         answer = predict_batch(tasks, label_config, project, overrides, store=store, dispatcher=dispatcher,
                                deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s)
         if not answer.results:
-            log.warning("project %s: answered /predict empty (failed %s, late %s, written back %s)",
-                        project, [f["task"] for f in answer.failed], answer.late, answer.written_back)
+            log.warning("project %s: answered /predict empty (Label Studio stores nothing); failed %s; "
+                        "late (written back when done) %s; written back now %s", project,
+                        {f["task"]: f["reason"] for f in answer.failed}, answer.late, answer.written_back)
         return jsonify(answer.to_json())
 
     @app.post("/webhook")

@@ -148,8 +148,8 @@ def _predict(runtime: Runtime, task: dict, label_config: str, project: str, over
     return prediction
 
 
-def _fail(store: Store, project: str, task_id: Any, state: str, reason: str) -> None:
-    store.set_task(project, task_id, state, reason)
+def _fail(store: Store, project: str, task_id: Any, state: str, reason: str, batch: str | None = None) -> None:
+    store.set_task(project, task_id, state, reason, batch)
     store.record_failure({"project": str(project), "task": task_id, "state": state, "reason": reason})
 
 
@@ -177,7 +177,7 @@ def predict_task(task: dict, label_config: str, project: str, overrides: dict, b
         store.set_task(project, task_id, "done", batch=batch_id)
     else:
         store.incr("jobs_failed")
-        _fail(store, project, task_id, "failed", outcome["reason"])
+        _fail(store, project, task_id, "failed", outcome["reason"], batch_id)
         log.warning("task %s failed: %s", task_id, outcome["reason"])
     if not store.deposit(batch_id, task_id, outcome) and outcome["ok"]:
         store.set_task(project, task_id, "writing_back", batch=batch_id)
