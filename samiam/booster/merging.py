@@ -1,0 +1,199 @@
+"""Mask merging (paper section 3.3.2): masks whose crops share a texture become one material.
+
+Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
+
+1. **Crops.** Side ``S = round(scale_to_image(settings.crop_size, H, W))`` (at least
+   :data:`MIN_CROP_SIDE`, at most the image side). Each mask gets up to ``crops_per_mask`` grid
+   crops lying at least ``crop_inside`` inside it (:func:`samiam.booster.crops.sample_crops`,
+   drawn with ``np.random.default_rng(settings.seed)``, so results are reproducible).
+2. **Small masks.** A mask with no such crop but an area of at least ``(S / 2)^2`` gets one crop
+   centred on its most interior pixel (distance-transform maximum); this crop only *votes*, it
+   does not shape the clusters. A mask smaller than ``(S / 2)^2`` with no crop is an island: it is
+   dropped (assignment -1).
+3. **Features.** All crops are embedded in one batch; each feature column is z-scored over the
+   image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
+   every block weighs the same.
+4. **Number of materials K.** ``settings.materials`` when given, capped at the number of masks
+   with crops. Otherwise estimated: KMeans on the grid crops for k = 2..min(max_materials,
+   masks with crops); the k with the best silhouette score wins, unless that score is below
+   ``settings.min_silhouette``, in which case K = 1 (one texture in the image).
+5. **Clusters and votes.** When there are no more masks with crops than K, nothing is merged
+   (the authors' rule): every mask is its own material. Otherwise KMeans (``n_init`` =
+   :data:`KMEANS_RESTARTS`, ``random_state = settings.seed``) is fitted to the grid crops, every
+   crop gets its nearest centroid, and a mask's material is the majority vote of its crops; ties go
+   to the tied centroid nearest to the mask's mean feature vector.
+6. **Merge.** Material k is the union of its masks. Where materials overlap, a pixel goes to
+   the material of the *smallest* mask claiming it, so a child of another texture stays visible
+   inside its parent (:func:`samiam.masks.to_label_map`). Empty materials are dropped and the
+   rest numbered by area, largest first.
+7. **Scores.** A material's score is the area-weighted mean, over its masks, of (fraction of
+   the mask's crops that voted for the material) x (proposal score), clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import silhouette_score
+
+from samiam import masks as masklib
+from samiam.booster.crops import cut_crops, interior_boxes, sample_crops
+from samiam.booster.embedders import TextureEmbedder
+from samiam.settings import MergingSettings, scale_to_image
+
+MIN_CROP_SIDE = 8
+"""Smallest crop side in px, whatever the image size (texture features need a few lattice cells)."""
+KMEANS_RESTARTS = 10
+"""KMeans initialisations; the best inertia wins."""
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """Materials made by merging masks.
+
+    materials: (K, H, W) bool, pairwise disjoint, ordered by area (largest first).
+    scores: (K,) float32 in [0, 1].
+    assignment: (N,) int64, material index of each input mask, -1 when dropped.
+    n_materials_estimated: K chosen by the estimator; None when ``settings.materials`` was given.
+    """
+
+    materials: np.ndarray
+    scores: np.ndarray
+    assignment: np.ndarray
+    n_materials_estimated: int | None
+
+
+def crop_side(settings: MergingSettings, height: int, width: int) -> int:
+    """Crop side in px for an image of ``height`` x ``width`` (see step 1 of the module docstring)."""
+    side = max(round(scale_to_image(settings.crop_size, height, width)), MIN_CROP_SIDE)
+    return min(side, height, width)
+
+
+def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
+                settings: MergingSettings, embedder: TextureEmbedder) -> MergeResult:
+    """Merge ``masks: (N, H, W) bool`` with proposal ``scores: (N,) float`` into materials by
+    clustering the texture of their crops of ``grey: (H, W) float32`` (method: module docstring)."""
+    n, h, w = masks.shape
+    side = crop_side(settings, h, w)
+    sample = sample_crops(masks, side, settings.crops_per_mask, settings.crop_inside,
+                          np.random.default_rng(settings.seed))
+    has_grid_crop = sample.counts(n) > 0
+    fallback = ~has_grid_crop & (masklib.areas(masks) >= (side / 2) ** 2)
+    boxes = np.concatenate([sample.boxes, interior_boxes(masks[fallback], side)])
+    owner = np.concatenate([sample.owner, np.flatnonzero(fallback)])
+    eligible = has_grid_crop | fallback
+    n_eligible = int(eligible.sum())
+    if n_eligible == 0:
+        return _merge(masks, scores, np.full(n, -1, np.int64), np.zeros(n),
+                      0 if settings.materials is None else None)
+
+    fit_rows = np.arange(len(boxes)) < len(sample.boxes)
+    if not fit_rows.any():
+        fit_rows[:] = True
+    features = _standardise(_embed_boxes(grey, boxes, embedder), fit_rows, embedder.blocks)
+
+    if settings.materials is not None:
+        k, estimated = min(settings.materials, n_eligible), None
+    else:
+        k = estimated = estimate_materials(features[fit_rows], n_eligible, settings)
+
+    cluster = np.full(n, -1, np.int64)
+    support = np.zeros(n)
+    if n_eligible <= k:
+        cluster[eligible] = np.arange(n_eligible)
+        support[eligible] = 1.0
+    else:
+        kmeans = _fit_kmeans(features[fit_rows], k, settings.seed)
+        cluster[eligible], support[eligible] = _vote(features, owner, kmeans, np.flatnonzero(eligible))
+    return _merge(masks, scores, cluster, support, estimated)
+
+
+def estimate_materials(features: np.ndarray, n_masks: int, settings: MergingSettings) -> int:
+    """Number of materials among ``features: (M, D)`` crop vectors of ``n_masks`` masks: the k in
+    2..min(max_materials, n_masks) with the best silhouette score, or 1 when that score is below
+    ``settings.min_silhouette``."""
+    k, score = best_silhouette(features, min(settings.max_materials, n_masks), settings.seed)
+    return k if score >= settings.min_silhouette else 1
+
+
+def best_silhouette(features: np.ndarray, k_max: int, seed: int) -> tuple[int, float]:
+    """The k in 2..k_max whose KMeans clustering of ``features: (M, D)`` has the highest
+    silhouette score, and that score; ``(1, -1.0)`` when no k >= 2 can be scored."""
+    best = (1, -1.0)
+    for k in range(2, min(k_max, len(features) - 1) + 1):
+        labels = _fit_kmeans(features, k, seed).labels_
+        if len(np.unique(labels)) >= 2:
+            best = max(best, (k, float(silhouette_score(features, labels))), key=lambda pair: pair[1])
+    return best
+
+
+def _fit_kmeans(features: np.ndarray, k: int, seed: int) -> KMeans:
+    """KMeans fitted to ``features: (M, D)``; duplicate crops may leave fewer than k distinct
+    clusters, which is not an error here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KMeans(n_clusters=k, n_init=KMEANS_RESTARTS, random_state=seed).fit(features)
+
+
+def _embed_boxes(grey: np.ndarray, boxes: np.ndarray, embedder: TextureEmbedder) -> np.ndarray:
+    """Embed each distinct box once: ``boxes: (M, 4)`` -> ``(M, D) float64``."""
+    unique, inverse = np.unique(boxes, axis=0, return_inverse=True)
+    return np.asarray(embedder.embed(cut_crops(grey, unique)), np.float64)[inverse.ravel()]
+
+
+def _standardise(features: np.ndarray, fit_rows: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """Z-score each column over ``features[fit_rows]`` (constant columns become 0), then scale
+    each block of columns by 1/sqrt(its width)."""
+    reference = features[fit_rows]
+    spread = reference.std(axis=0)
+    z = (features - reference.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    return z / np.sqrt(np.repeat(np.asarray(blocks, float), blocks))
+
+
+def _vote(features: np.ndarray, owner: np.ndarray, kmeans: KMeans,
+          voters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote of each voter mask's crops -> (cluster index, fraction of its crops agreeing)."""
+    k = kmeans.n_clusters
+    labels = kmeans.predict(features)
+    n = int(owner.max()) + 1
+    votes = np.zeros((n, k), np.int64)
+    np.add.at(votes, (owner, labels), 1)
+    totals = votes.sum(axis=1)
+    means = np.zeros((n, features.shape[1]))
+    np.add.at(means, owner, features)
+    means /= np.maximum(totals, 1)[:, None]
+    distance = np.linalg.norm(means[:, None, :] - kmeans.cluster_centers_[None], axis=2)
+    tied = votes == votes.max(axis=1, keepdims=True)
+    winner = np.argmin(np.where(tied, distance, np.inf), axis=1)
+    support = votes[np.arange(n), winner] / np.maximum(totals, 1)
+    return winner[voters], support[voters]
+
+
+def _merge(masks: np.ndarray, scores: np.ndarray, cluster: np.ndarray, support: np.ndarray,
+           estimated: int | None) -> MergeResult:
+    """Union the masks of each cluster, resolve overlaps (smallest mask wins), drop empty
+    materials, order by area and score them."""
+    h, w = masks.shape[1:]
+    kept = np.flatnonzero(cluster >= 0)
+    owner_map = masklib.to_label_map(masks[kept]).astype(np.int64) - 1
+    material_map = np.append(cluster[kept], -1)[owner_map]  # owner -1 (no mask) -> material -1
+    n_clusters = int(cluster.max()) + 1 if len(kept) else 0
+    area = np.bincount(material_map[material_map >= 0], minlength=n_clusters)
+    order = [c for c in np.argsort(-area, kind="stable") if area[c] > 0]
+    renumber = np.full(n_clusters + 1, -1, np.int64)  # the extra last entry maps cluster -1 to -1
+    renumber[order] = np.arange(len(order))
+    assignment = renumber[cluster]
+    materials = material_map[None] == np.asarray(order, np.int64)[:, None, None]
+
+    mask_area = masklib.areas(masks).astype(np.float64)
+    quality = support * np.clip(np.asarray(scores, np.float64), 0, 1) * mask_area
+    valid = assignment >= 0
+    weighted = np.bincount(assignment[valid], quality[valid], minlength=len(order))
+    total = np.bincount(assignment[valid], mask_area[valid], minlength=len(order))
+    material_scores = np.clip(weighted / np.maximum(total, 1), 0, 1).astype(np.float32)
+    return MergeResult(materials=materials.reshape(len(order), h, w), scores=material_scores,
+                       assignment=assignment, n_materials_estimated=estimated)

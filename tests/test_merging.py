@@ -1,0 +1,135 @@
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from samiam.booster.embedders import make_embedder
+from samiam.booster.merging import crop_side, merge_masks
+from samiam.settings import MergingSettings
+
+SIZE = 256
+
+
+def lattice(period, angle, level, rng, noise=0.04):
+    """A square cosine lattice over the whole image, mean ``level``, with Gaussian noise."""
+    y, x = np.mgrid[:SIZE, :SIZE].astype(float)
+    u = x * np.cos(angle) + y * np.sin(angle)
+    v = y * np.cos(angle) - x * np.sin(angle)
+    clean = level + (np.cos(2 * np.pi * u / period) + np.cos(2 * np.pi * v / period)) / 8
+    return clean + rng.normal(0, noise, clean.shape)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Two textures (period 5 px, and period 9 px rotated and a little brighter), left | right
+    with a wavy interface; proposals split each region into pieces like antiphase boundaries do."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:SIZE, :SIZE]
+    left = x < 120 + 10 * np.sin(y / 30)
+    right_texture = lattice(9, 0.5, 0.55, rng).astype(np.float32)
+    grey = np.where(left, lattice(5, 0.0, 0.45, rng), right_texture).astype(np.float32)
+    pieces = []
+    for region, cuts in ((left, (0, 100, SIZE)), (~left, (0, 70, 150, SIZE))):
+        for top, bottom in itertools.pairwise(cuts):
+            band = (y >= top) & (y < bottom)
+            pieces.append(region & band)
+    return grey, np.stack(pieces), np.stack([left, ~left]), right_texture
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def merge(grey, masks, **changes):
+    settings = dataclasses.replace(MergingSettings(), **changes)
+    scores = np.linspace(0.9, 1.0, len(masks)).astype(np.float32)
+    return merge_masks(grey, masks, scores, settings, make_embedder(settings))
+
+
+def assert_disjoint(materials):
+    assert materials.dtype == bool
+    assert materials.sum(axis=0).max(initial=0) <= 1
+
+
+@pytest.mark.parametrize("materials", [2, None])
+def test_split_regions_merge_into_the_two_textures(scene, materials):
+    grey, masks, truth, _ = scene
+    result = merge(grey, masks, materials=materials)
+    assert len(result.materials) == 2
+    assert_disjoint(result.materials)
+    assert result.n_materials_estimated == (2 if materials is None else None)
+    for region in truth:
+        assert max(iou(region, m) for m in result.materials) > 0.95
+    # masks 0-1 are the left texture, 2-4 the right one
+    assert len(set(result.assignment[:2])) == 1 and len(set(result.assignment[2:])) == 1
+    assert result.assignment[0] != result.assignment[2]
+    areas = result.materials.sum(axis=(1, 2))
+    assert (np.diff(areas) <= 0).all(), "largest material first"
+    assert result.scores.dtype == np.float32 and ((result.scores > 0) & (result.scores <= 1)).all()
+
+
+def test_one_texture_is_one_material(scene):
+    grey, masks, truth, _ = scene
+    result = merge(grey, masks[2:], materials=None)
+    assert result.n_materials_estimated == 1
+    assert len(result.materials) == 1
+    assert iou(result.materials[0], truth[1]) > 0.99
+
+
+def test_overlapping_inputs_give_disjoint_output_and_a_child_survives(scene):
+    grey, masks, _, right_texture = scene
+    y, x = np.mgrid[:SIZE, :SIZE]
+    # a child of the right texture inside the left one
+    child = (np.abs(y - 128) < 25) & (np.abs(x - 60) < 25)
+    grey = np.where(child, right_texture, grey)
+    overlapping = masks.copy()
+    overlapping[1] |= masks[3]  # a left piece that spills into the right texture
+    result = merge(grey, np.concatenate([overlapping, child[None]]), materials=2)
+    assert_disjoint(result.materials)
+    child_material = result.assignment[-1]
+    assert child_material == result.assignment[2] != result.assignment[0]
+    assert result.materials[child_material][child].all(), "the child stays visible inside its parent"
+    assert not result.materials[result.assignment[0]][child].any()
+
+
+def test_no_more_masks_than_clusters_means_no_merge(scene):
+    grey, masks, _, _ = scene
+    result = merge(grey, masks[[0, 1]], materials=3)
+    assert len(result.materials) == 2
+    np.testing.assert_array_equal(np.sort(result.assignment), [0, 1])
+    for i, mask in enumerate(masks[[0, 1]]):
+        np.testing.assert_array_equal(result.materials[result.assignment[i]], mask)
+    np.testing.assert_allclose(np.sort(result.scores), [0.9, 1.0], rtol=1e-6)  # support 1 x score
+
+
+def test_empty_and_single_inputs(scene):
+    grey, masks, _, _ = scene
+    none = merge(grey, masks[:0])
+    assert none.materials.shape == (0, SIZE, SIZE) and none.scores.shape == (0,)
+    assert none.assignment.shape == (0,) and none.n_materials_estimated == 0
+    one = merge(grey, masks[:1])
+    np.testing.assert_array_equal(one.materials, masks[:1])
+    np.testing.assert_array_equal(one.assignment, [0])
+    assert one.n_materials_estimated == 1
+
+
+def test_small_masks_vote_through_one_crop_and_islands_are_dropped(scene):
+    grey, masks, _, _ = scene
+    side = crop_side(MergingSettings(), SIZE, SIZE)
+    y, x = np.mgrid[:SIZE, :SIZE]
+    # a thin strip in the right texture: too narrow for any grid crop, big enough to vote
+    strip = (np.abs(x - 200) < side // 2 - 2) & (y > 20) & (y < 60)
+    island = (np.abs(x - 200) < 2) & (np.abs(y - 200) < 2)
+    result = merge(grey, np.concatenate([masks, strip[None], island[None]]), materials=2)
+    assert result.assignment[-2] == result.assignment[2]
+    assert result.assignment[-1] == -1
+    assert not np.isin(-1, result.assignment[:-1])
+
+
+def test_deterministic(scene):
+    grey, masks, _, _ = scene
+    first, second = merge(grey, masks), merge(grey, masks)
+    np.testing.assert_array_equal(first.materials, second.materials)
+    np.testing.assert_array_equal(first.assignment, second.assignment)
+    np.testing.assert_array_equal(first.scores, second.scores)
