@@ -94,7 +94,7 @@ def test_setup_returns_the_model_version_and_loads_no_model(make_app, label_stud
                                                     "hostname": label_studio.url, "access_token": TOKEN})
     assert answer.status_code == 200 and answer.get_json() == {"model_version": "test-v1"}
     store, dispatcher = app.extensions["samiam"]["store"], app.extensions["samiam"]["dispatcher"]
-    assert store.project("7") == {"hostname": label_studio.url, "access_token": TOKEN}
+    assert store.project("7") == {"hostname": label_studio.url, "access_token": TOKEN, "overrides": {}}
     assert not dispatcher.runtime.engine_loaded
 
 
@@ -182,6 +182,20 @@ def test_a_refused_write_back_is_retried_then_recorded_as_failed(make_app, label
     assert "400" in record["reason"] and label_studio.refused_writes == 3 and label_studio.predictions == []
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "samiam_writebacks_failed_total 1\n" in metrics and "samiam_writeback_retries_total 2\n" in metrics
+
+
+def test_project_overrides_from_extra_params_apply_and_requests_override_them(client, label_studio):
+    bad = client.post("/setup", json={"project": "2.1", "schema": LABEL_CONFIG, "extra_params": {"nope.x": 1}})
+    assert bad.status_code == 400 and "unknown setting" in bad.get_json()["error"]
+    answer = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG,
+                                         "hostname": label_studio.url, "access_token": TOKEN,
+                                         "extra_params": {"merging.materials": 1}})
+    assert answer.status_code == 200
+    url = label_studio.add_file("em.png", two_texture_png(128, 128))
+    one = predict(client, [task(1, url)]).get_json()["results"][0]
+    assert len(one["result"]) == 1  # K = 1 for the whole project
+    too_many = predict(client, [task(2, url)], params={"samiam": {"merging.materials": 3}})
+    assert too_many.status_code == 400 and "only 2 brush labels" in too_many.get_json()["error"]
 
 
 @pytest.mark.parametrize("body, message", [

@@ -6,7 +6,11 @@ one job per task and waits. Without ``REDIS_URL`` the jobs run in threads of thi
 
 Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``GET /versions``
 (Label Studio's), ``GET /metrics`` (Prometheus), ``GET /jobs?project=ID`` (task states),
-``GET /`` (HTML status page). With ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` set every route asks
+``GET /`` (HTML status page).
+
+Setting overrides (dotted names, e.g. ``{"merging.materials": 3}``): per project in the ML
+backend's ``extra_params`` (sent to ``/setup``), per request in ``params.samiam`` of ``/predict``
+(request wins); both on top of the ``SAMIAM_<SECTION>_<FIELD>`` environment. With ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` set every route asks
 for HTTP basic auth (register the backend in Label Studio with ``auth_method: BASIC_AUTH``).
 
 ``/health`` answers 200 whenever this process runs, Redis or not, so that Label Studio keeps the
@@ -74,12 +78,13 @@ def _tasks(body: dict) -> list[dict]:
     return tasks
 
 
-def _overrides(body: dict) -> dict:
-    """Per-request setting overrides: ``params.samiam`` (dotted names, see Settings.replace)."""
-    overrides = (body.get("params") or {}).get("samiam") or {}
-    if not isinstance(overrides, dict):
-        raise SettingsError("params.samiam must map setting names to values, e.g. {\"merging.materials\": 3}")
-    return overrides
+def _overrides(value: Any, where: str) -> dict:
+    """Setting overrides given as dotted names (see :meth:`Settings.replace`), or {} for None."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where} must map setting names to values, e.g. {{\"merging.materials\": 3}}")
+    return value
 
 
 def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig], Any] | None = None) -> Flask:
@@ -134,9 +139,12 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         body = _json_body()
         schema = body.get("schema") or ""
         parse_label_config(schema)
-        if body.get("project") and body.get("hostname"):
-            store.save_project(body["project"], {"hostname": body["hostname"],
-                                                 "access_token": body.get("access_token")})
+        overrides = _overrides(body.get("extra_params"), "the ML backend's extra_params")
+        model.settings_for(schema, overrides)  # bad names or values: 400, shown by Label Studio
+        if body.get("project"):
+            store.save_project(body["project"], {"hostname": body.get("hostname"),
+                                                 "access_token": body.get("access_token"),
+                                                 "overrides": overrides})
         return jsonify(model.setup(schema))
 
     @app.post("/predict")
@@ -145,9 +153,10 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         tasks = _tasks(body)
         label_config = body.get("label_config") or ""
         parse_label_config(label_config)
-        overrides = _overrides(body)
-        model.settings_for(label_config, overrides)  # bad names or values: 400 now, not per task
         project = str(body.get("project") or tasks[0].get("project") or "")
+        overrides = {**((store.project(project) or {}).get("overrides") or {}),
+                     **_overrides((body.get("params") or {}).get("samiam"), "params.samiam")}
+        model.settings_for(label_config, overrides)  # bad names or values: 400 now, not per task
         answer = predict_batch(tasks, label_config, project, overrides, store=store, dispatcher=dispatcher,
                                deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s)
         if not answer.results:
