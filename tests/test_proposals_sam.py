@@ -65,14 +65,24 @@ def test_masks_come_from_the_checkpoint(tiny_checkpoints, monkeypatch):
         or not np.allclose(a.scores, b.scores)
 
 
-def test_no_surviving_mask_gives_empty_arrays_of_the_image_shape(tiny_checkpoints, monkeypatch):
+@pytest.mark.parametrize("crop_n_layers", [0, 1])
+def test_no_surviving_mask_gives_empty_arrays_of_the_image_shape(tiny_checkpoints, monkeypatch, crop_n_layers):
     path = tiny_checkpoints[0]
     install_tiny_sam(monkeypatch, path)
     # Stability scores are intersection / union <= 1, so a threshold above 1 keeps nothing.
-    proposer = SamProposer(tiny_settings(path, points_per_side=1, stability_score_thresh=1.01))
+    # With crop layers on, upstream SamAutomaticMaskGenerator raised IndexError here.
+    proposer = SamProposer(tiny_settings(path, points_per_side=2, stability_score_thresh=1.01,
+                                         crop_n_layers=crop_n_layers))
     proposals = proposer.propose(micrograph())
     assert proposals.masks.shape == (0, SIDE, SIDE) and proposals.masks.dtype == bool
     assert proposals.scores.shape == (0,)
+
+
+def test_a_crop_layer_without_prompts_is_a_settings_error(tiny_checkpoints, monkeypatch):
+    path = tiny_checkpoints[0]
+    install_tiny_sam(monkeypatch, path)
+    with pytest.raises(SettingsError, match="points_per_side"):
+        SamProposer(tiny_settings(path, points_per_side=3, crop_n_layers=2, crop_n_points_downscale_factor=2))
 
 
 def test_missing_checkpoint_names_the_download_command(tmp_path):

@@ -18,6 +18,26 @@ from samiam.settings import ProposalSettings
 log = logging.getLogger(__name__)
 
 
+def _mask_generator_class():
+    """``SamAutomaticMaskGenerator`` that survives crops in which no mask passes the thresholds.
+
+    Upstream builds a crop's ``crop_boxes`` with ``torch.tensor([])`` (shape ``(0,)``) when no
+    mask survives; with crop layers on (the paper's setting) and no mask in any crop,
+    ``box_area`` then fails with an IndexError. Here the empty case gets shape ``(0, 4)``.
+    """
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    class MaskGenerator(SamAutomaticMaskGenerator):
+        def _process_crop(self, image, crop_box, crop_layer_idx, orig_size):
+            data = super()._process_crop(image, crop_box, crop_layer_idx, orig_size)
+            if len(data["rles"]) == 0:
+                data["crop_boxes"] = torch.zeros((0, 4), dtype=data["boxes"].dtype)
+            return data
+
+    return MaskGenerator
+
+
 def resolve_device(name: str) -> str:
     """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; other names are checked.
 
@@ -44,14 +64,18 @@ class SamProposer:
     """
 
     def __init__(self, settings: ProposalSettings):
-        from segment_anything import SamAutomaticMaskGenerator
-
+        deepest = settings.points_per_side // settings.crop_n_points_downscale_factor ** settings.crop_n_layers
+        if deepest < 1:
+            raise SettingsError(
+                f"proposals.points_per_side={settings.points_per_side} leaves no prompt in crop layer "
+                f"{settings.crop_n_layers} (divided by crop_n_points_downscale_factor="
+                f"{settings.crop_n_points_downscale_factor} per layer); raise it or use fewer crop layers")
         self.settings = settings
         self.name = f"sam-{settings.model_type}"
         self.device = resolve_device(settings.device)
         self.checkpoint = ensure_checkpoint(settings)
         model = load_sam(settings.model_type, self.checkpoint).to(self.device)
-        self._generator = SamAutomaticMaskGenerator(
+        self._generator = _mask_generator_class()(
             model,
             points_per_side=settings.points_per_side,
             points_per_batch=settings.points_per_batch,

@@ -1,0 +1,167 @@
+"""The booster's quality on labelled synthetic micrographs, measured like the paper.
+
+For N images per difficulty class (``samiam.synth``), it scores against the exact ground truth:
+
+* ``sim-SAM raw``: *simulated* SAM+ proposals (``samiam.synth.simulate_sam_proposals``: splits at
+  antiphase boundaries, nested children, near-duplicates, islands, missed narrow layers, ragged
+  edges) — a stand-in for SAM, since no checkpoint exists on the benchmark machines;
+* ``sim-SAM+boost[<embedder>]``: the same proposals through the booster, K estimated, once per
+  weight-free texture embedder (this is how the default embedder is chosen);
+* ``sim-SAM+boost K known``: the default embedder with the true number of materials given;
+* ``classical+boost``: the weight-free classical proposer, then the booster (K estimated).
+
+It prints the table, reports how often the number of materials found equals the true one, and
+with ``--write`` replaces the "Quality" section of ``docs/benchmarks.md`` and writes the charts
+to ``docs/img/``. ``--quick`` runs 3 small images per class.
+
+    python bench/quality.py --write            # 20 images per class at 1024 x 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- quality:start -->", "<!-- quality:end -->"
+EMBEDDERS = ("intensity", "lbp", "fft", "combined")
+
+
+def methods() -> list[str]:
+    return (["sim-SAM raw"] + [f"sim-SAM+boost[{e}]" for e in EMBEDDERS]
+            + ["sim-SAM+boost K known", "classical+boost"])
+
+
+def score_one(job: tuple[int, int, int]) -> list[dict]:
+    """All methods on one scene: a list of rows (method, image, difficulty, metrics, K found)."""
+    difficulty, seed, size = job
+    from PIL import Image
+
+    from samiam.io import load_micrograph
+    from samiam.metrics import score_image
+    from samiam.pipeline import Engine
+    from samiam.settings import Settings
+    from samiam.synth import generate_scene, simulate_sam_proposals
+
+    scene = generate_scene(seed=seed, difficulty=difficulty, size=size)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
+    micrograph = load_micrograph(buffer.getvalue())  # the 8-bit file a user would give samiam
+    proposals = simulate_sam_proposals(scene, seed=seed)
+    true_k = len(scene.names)
+    base = Settings().replace({"proposals.proposer": "classical"})
+    outputs = {"sim-SAM raw": proposals}
+    for embedder in EMBEDDERS:
+        settings = base.replace({"merging.embedder": embedder})
+        outputs[f"sim-SAM+boost[{embedder}]"] = Engine(settings).boost(micrograph, proposals).materials
+    known = base.replace({"merging.materials": true_k})
+    outputs["sim-SAM+boost K known"] = Engine(known).boost(micrograph, proposals).materials
+    outputs["classical+boost"] = Engine(base).segment(micrograph).materials
+    name = f"d{difficulty}_s{seed:04d}"
+    return [{"label": method, "name": name, "difficulty": difficulty, "true_k": true_k,
+             "found_k": len(masks), **score_image(masks, scene.materials).as_dict()}
+            for method, masks in outputs.items()]
+
+
+def run(n: int, size: int, workers: int) -> list[dict]:
+    jobs = [(d, seed, size) for d in (1, 2, 3) for seed in range(n)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [row for rows in pool.map(score_one, jobs) for row in rows]
+
+
+def k_accuracy(rows: list[dict]) -> dict[str, float]:
+    """Per method (booster outputs only): % of images where materials found == true materials."""
+    result = {}
+    for method in methods()[1:]:
+        picked = [r for r in rows if r["label"] == method]
+        result[method] = 100 * float(np.mean([r["found_k"] == r["true_k"] for r in picked]))
+    return result
+
+
+def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path]) -> str:
+    from samiam.evaluate import Evaluation, format_table
+    from samiam.metrics import METRICS, summarize
+
+    summary = [{"label": m, **row} for m in methods()
+               for row in summarize([r for r in rows if r["label"] == m], METRICS)]
+    evaluation = Evaluation(rows=rows, summary=summary, missing={}, unmatched={}, metrics=METRICS)
+    lines = [(f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
+             f"({os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU) with "
+             f"`python bench/quality.py --write`: {n} images per difficulty class, {size}x{size}, "
+             f"{seconds / 60:.1f} min."), "",
+             ("Mean over images of the per-image metrics (docs/metrics.md), in %; FPR is an IoU-weighted "
+             "count of superfluous masks (lower is better)."), ""]
+    lines += ["| method | class | mIoU | recall | precision | F1 | boundary IoU | FPR | PQ |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['label']} | {row['difficulty']} | {row['iou']:.1f} | {row['recall']:.1f} | "
+                     f"{row['precision']:.1f} | {row['f1']:.1f} | {row['boundary_iou']:.1f} | "
+                     f"{row['fpr']:.1f} | {row['pq']:.1f} |")
+    lines += ["", "How often the number of materials found equals the true one (K estimated unless 'K known'):", "",
+              "| method | K correct |", "|---|---|"]
+    lines += [f"| {m} | {v:.0f} % |" for m, v in k_accuracy(rows).items()]
+    lines += [""] + [f"![{p.stem}](img/{p.name})" for p in charts]
+    print(format_table(evaluation))
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    block = f"{START}\n{text}\n{END}"
+    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    if START in current:
+        current = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, current, flags=re.DOTALL)
+    else:
+        current = current.rstrip() + "\n\n## Quality on synthetic micrographs\n\n" + block + "\n"
+    DOCS.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="images per difficulty class")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--quick", action="store_true", help="3 images per class at 512 px")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md and docs/img/")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.size = 3, 512
+    started = time.perf_counter()
+    rows = run(args.n, args.size, args.workers)
+    seconds = time.perf_counter() - started
+    charts = []
+    if args.write:
+        from samiam.evaluate import Evaluation, plot_summary
+        from samiam.metrics import METRICS, summarize
+
+        chart_methods = ["sim-SAM raw", "sim-SAM+boost[" + default_embedder() + "]", "classical+boost"]
+        picked = [r for r in rows if r["label"] in chart_methods]
+        summary = [{"label": m, **row} for m in chart_methods
+                   for row in summarize([r for r in picked if r["label"] == m], METRICS)]
+        img = DOCS.parent / "img"
+        img.mkdir(parents=True, exist_ok=True)
+        for path in plot_summary(Evaluation(picked, summary, {}, {}, METRICS), img):
+            charts.append(path.rename(img / f"quality-{path.name}"))
+    text = report(rows, args.n, args.size, seconds, charts)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+def default_embedder() -> str:
+    from samiam.booster.embedders import DEFAULT_EMBEDDER
+
+    return DEFAULT_EMBEDDER
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
