@@ -6,17 +6,19 @@ step draws them, embedded, standardised like the merging step does, and clustere
 the true K. Accuracy = fraction of crops in the right cluster after Hungarian matching of clusters
 to materials (:func:`scipy.optimize.linear_sum_assignment`).
 
-The second table helps set ``merging.min_silhouette``: for each embedder, the best silhouette
-score (k = 2..max_materials) of the crops of a whole multi-material scene and of each of its
-single materials alone (where the right answer is K = 1), and how often the estimator with the
-current threshold gets K right.
+The second table sets ``merging.min_silhouette``: the K estimator (best silhouette over
+k = 2..max_materials, K = 1 below the threshold) runs on the crops of each whole scene (right
+answer: its number of materials) and of each of its materials alone (right answer: 1; materials
+with too few crops to score are skipped); it gives
+the fraction right at the current threshold and at the best threshold of a sweep.
 
-    .venv/bin/python bench/embedder_choice.py [--seeds 8] [--size 512]
+    .venv/bin/python bench/embedder_choice.py [--seeds 6] [--sizes 512 1024]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -30,7 +32,6 @@ from samiam.booster.merging import (
     _standardise,
     best_silhouette,
     crop_side,
-    estimate_materials,
 )
 from samiam.settings import MergingSettings
 from samiam.synth import DIFFICULTIES, generate_scene
@@ -57,57 +58,60 @@ def features_of(image: np.ndarray, masks: np.ndarray, settings: MergingSettings,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=8, help="scenes per difficulty")
-    parser.add_argument("--size", type=int, default=512, help="scene side in px")
+    parser.add_argument("--seeds", type=int, default=6, help="scenes per difficulty and size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="scene sides in px")
     parser.add_argument("--crops", type=int, default=30,
                         help="crops per material (many, since a material is one mask here)")
     args = parser.parse_args()
 
     base = MergingSettings(crops_per_mask=args.crops)
-    scenes = [generate_scene(seed, difficulty, size=args.size)
-              for difficulty in DIFFICULTIES for seed in range(args.seeds)]
-    accuracy = {name: {d: [] for d in DIFFICULTIES} for name in WEIGHT_FREE}
-    silhouettes = {name: {"multi": [], "single": []} for name in WEIGHT_FREE}
-    k_right = {name: [] for name in WEIGHT_FREE}
+    accuracy = {(name, size, d): [] for name in WEIGHT_FREE for size in args.sizes for d in DIFFICULTIES}
+    estimates = {name: [] for name in WEIGHT_FREE}  # (true K, best k, best silhouette) per case
     seconds = {name: 0.0 for name in WEIGHT_FREE}
-    for scene in scenes:
-        k = len(scene.materials)
-        for name in WEIGHT_FREE:
-            settings = MergingSettings(**{**base.__dict__, "embedder": name})
-            embedder = make_embedder(settings)
-            started = time.perf_counter()
-            features, owner = features_of(scene.image, scene.materials, settings, embedder)
-            seconds[name] += time.perf_counter() - started
-            labels = _fit_kmeans(features, k, settings.seed).labels_
-            accuracy[name][scene.difficulty].append(crop_accuracy(owner, labels, k))
-            silhouettes[name]["multi"].append(best_silhouette(features, settings.max_materials,
-                                                              settings.seed)[1])
-            k_right[name].append(estimate_materials(features, k, settings) == k)
-            for material in scene.materials:
-                single, _ = features_of(scene.image, material[None], settings, embedder)
-                silhouettes[name]["single"].append(best_silhouette(single, settings.max_materials,
-                                                                   settings.seed)[1])
-                k_right[name].append(estimate_materials(single, 1 + settings.max_materials, settings) == 1)
+    for size in args.sizes:
+        for difficulty in DIFFICULTIES:
+            for seed in range(args.seeds):
+                scene = generate_scene(seed, difficulty, size=size)
+                k = len(scene.materials)
+                for name in WEIGHT_FREE:
+                    settings = dataclasses.replace(base, embedder=name)
+                    embedder = make_embedder(settings)
+                    started = time.perf_counter()
+                    features, owner = features_of(scene.image, scene.materials, settings, embedder)
+                    seconds[name] += time.perf_counter() - started
+                    labels = _fit_kmeans(features, k, settings.seed).labels_
+                    accuracy[name, size, difficulty].append(crop_accuracy(owner, labels, k))
+                    cases = [(k, features)] + [(1, features_of(scene.image, m[None], settings, embedder)[0])
+                                               for m in scene.materials]
+                    estimates[name] += [(truth, *best_silhouette(f, settings.max_materials, settings.seed))
+                                        for truth, f in cases if len(f) > settings.max_materials]
 
-    print(f"{len(scenes)} scenes ({args.seeds} per difficulty), {args.size} px, crop side "
-          f"{crop_side(base, args.size, args.size)} px, up to {args.crops} crops per material\n")
-    print("| embedder | " + " | ".join(f"difficulty {d}" for d in DIFFICULTIES)
-          + " | all | embed s/scene |")
-    print("|---|" + "---|" * (len(DIFFICULTIES) + 2))
+    n_scenes = len(args.sizes) * len(DIFFICULTIES) * args.seeds
+    print(f"{n_scenes} scenes ({args.seeds} per difficulty and size), crop side "
+          + ", ".join(f"{crop_side(base, s, s)} px at {s} px" for s in args.sizes)
+          + f", up to {args.crops} crops per material; crop accuracy with the true K\n")
+    columns = [(size, d) for size in args.sizes for d in DIFFICULTIES]
+    print("| embedder | " + " | ".join(f"{size} px d{d}" for size, d in columns)
+          + " | mean | embed s/scene |")
+    print("|---|" + "---|" * (len(columns) + 2))
+    means = {}
     for name in WEIGHT_FREE:
-        per = [np.mean(accuracy[name][d]) for d in DIFFICULTIES]
-        overall = np.mean([a for d in DIFFICULTIES for a in accuracy[name][d]])
+        per = [np.mean(accuracy[name, size, d]) for size, d in columns]
+        means[name] = float(np.mean(per))
         print(f"| {name} | " + " | ".join(f"{p:.3f}" for p in per)
-              + f" | {overall:.3f} | {seconds[name] / len(scenes):.2f} |")
+              + f" | {means[name]:.3f} | {seconds[name] / n_scenes:.3f} |")
+    print(f"\nbest by mean accuracy: {max(means, key=means.get)}")
 
-    print(f"\nbest silhouette (k=2..{base.max_materials}); K estimated right with min_silhouette="
-          f"{base.min_silhouette}\n")
-    print("| embedder | multi-material median (min) | single-material median (max) | K right |")
+    print(f"\nK estimation (k = 2..{base.max_materials} by silhouette, K = 1 below the threshold) over "
+          "each whole scene and each of its materials alone\n")
+    print(f"| embedder | right at min_silhouette={base.min_silhouette} | best threshold | right there |")
     print("|---|---|---|---|")
+    thresholds = np.round(np.arange(0.2, 0.9, 0.025), 3)
     for name in WEIGHT_FREE:
-        multi, single = np.array(silhouettes[name]["multi"]), np.array(silhouettes[name]["single"])
-        print(f"| {name} | {np.median(multi):.3f} ({multi.min():.3f}) | {np.median(single):.3f} "
-              f"({single.max():.3f}) | {np.mean(k_right[name]):.3f} |")
+        truth, best_k, score = (np.array(column) for column in zip(*estimates[name]))
+        right = [np.mean(np.where(score >= t, best_k, 1) == truth) for t in thresholds]
+        current = np.mean(np.where(score >= base.min_silhouette, best_k, 1) == truth)
+        print(f"| {name} | {current:.3f} | {thresholds[int(np.argmax(right))]:.3f} | {max(right):.3f} |")
     return 0
 
 

@@ -38,6 +38,7 @@ def test_shapes_dtype_determinism(name):
     np.testing.assert_array_equal(out, embedder.embed(crops.copy()))
     np.testing.assert_array_equal(out[2:3], embedder.embed(crops[2:3]))
     assert embedder.name == name
+    assert embedder.embed(np.zeros((0, 20, 20), np.float32)).shape == (0, sum(embedder.blocks))
 
 
 @pytest.mark.parametrize("name", WEIGHT_FREE)
@@ -63,6 +64,7 @@ def test_intensity_block_is_brightness_sensitive_lbp_and_fft_are_not():
         assert np.allclose(first, shifted, atol=1e-4) == invariant, name
 
 
+@pytest.mark.filterwarnings("ignore:Applying `local_binary_pattern` to floating-point")
 def test_lbp_codes_equal_skimage():
     crops = np.random.default_rng(3).random((3, 20, 20))
     for radius in (1.0, 2.5, 3.0):

@@ -6,12 +6,13 @@ import pytest
 
 from samiam.booster.embedders import make_embedder
 from samiam.booster.merging import crop_side, merge_masks
+from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings
 
 SIZE = 256
 
 
-def lattice(period, angle, level, rng, noise=0.04):
+def lattice(period, angle, level, rng, noise=0.02):
     """A square cosine lattice over the whole image, mean ``level``, with Gaussian noise."""
     y, x = np.mgrid[:SIZE, :SIZE].astype(float)
     u = x * np.cos(angle) + y * np.sin(angle)
@@ -27,7 +28,7 @@ def scene():
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:SIZE, :SIZE]
     left = x < 120 + 10 * np.sin(y / 30)
-    right_texture = lattice(9, 0.5, 0.55, rng).astype(np.float32)
+    right_texture = lattice(9, 0.5, 0.6, rng).astype(np.float32)
     grey = np.where(left, lattice(5, 0.0, 0.45, rng), right_texture).astype(np.float32)
     pieces = []
     for region, cuts in ((left, (0, 100, SIZE)), (~left, (0, 70, 150, SIZE))):
@@ -133,3 +134,13 @@ def test_deterministic(scene):
     np.testing.assert_array_equal(first.materials, second.materials)
     np.testing.assert_array_equal(first.assignment, second.assignment)
     np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_bad_settings_and_masks_are_named(scene):
+    grey, masks, _, _ = scene
+    with pytest.raises(SettingsError, match="merging.materials"):
+        merge(grey, masks, materials=0)
+    with pytest.raises(SettingsError, match="merging.crop_inside"):
+        merge(grey, masks, crop_inside=1.5)
+    with pytest.raises(MaskSetError):
+        merge(grey[:100], masks)

@@ -193,6 +193,8 @@ class FeatureEmbedder:
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """crops: (M, S, S) float -> (M, sum(blocks)) float32."""
         crops = np.asarray(crops, np.float64)
+        if len(crops) == 0:
+            return np.zeros((0, sum(self.blocks)), np.float32)
         return np.concatenate([part.compute(crops) for part in self.parts], axis=1).astype(np.float32)
 
 

@@ -8,7 +8,7 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    drawn with ``np.random.default_rng(settings.seed)``, so results are reproducible).
 2. **Small masks.** A mask with no such crop but an area of at least ``(S / 2)^2`` gets one crop
    centred on its most interior pixel (distance-transform maximum); this crop only *votes*, it
-   does not shape the clusters. A mask smaller than ``(S / 2)^2`` with no crop is an island: it is
+   does not shape the clusters (unless no mask has a grid crop). A mask smaller than ``(S / 2)^2`` with no crop is an island: it is
    dropped (assignment -1).
 3. **Features.** All crops are embedded in one batch; each feature column is z-scored over the
    image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
@@ -16,7 +16,10 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
 4. **Number of materials K.** ``settings.materials`` when given, capped at the number of masks
    with crops. Otherwise estimated: KMeans on the grid crops for k = 2..min(max_materials,
    masks with crops); the k with the best silhouette score wins, unless that score is below
-   ``settings.min_silhouette``, in which case K = 1 (one texture in the image).
+   ``settings.min_silhouette``, in which case K = 1 (one texture in the image). Measured on
+   synthetic scenes (``bench/embedder_choice.py``), this rarely splits a single material but
+   misses materials that differ only by a few per cent in intensity: give ``materials`` when
+   it is known, as the paper does.
 5. **Clusters and votes.** When there are no more masks with crops than K, nothing is merged
    (the authors' rule): every mask is its own material. Otherwise KMeans (``n_init`` =
    :data:`KMEANS_RESTARTS`, ``random_state = settings.seed``) is fitted to the grid crops, every
@@ -43,6 +46,7 @@ from sklearn.metrics import silhouette_score
 from samiam import masks as masklib
 from samiam.booster.crops import cut_crops, interior_boxes, sample_crops
 from samiam.booster.embedders import TextureEmbedder
+from samiam.errors import SettingsError
 from samiam.settings import MergingSettings, scale_to_image
 
 MIN_CROP_SIDE = 8
@@ -76,7 +80,13 @@ def crop_side(settings: MergingSettings, height: int, width: int) -> int:
 def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                 settings: MergingSettings, embedder: TextureEmbedder) -> MergeResult:
     """Merge ``masks: (N, H, W) bool`` with proposal ``scores: (N,) float`` into materials by
-    clustering the texture of their crops of ``grey: (H, W) float32`` (method: module docstring)."""
+    clustering the texture of their crops of ``grey: (H, W) float32`` (method: module docstring).
+
+    Raises :class:`~samiam.errors.MaskSetError` when the masks do not fit the image and
+    :class:`~samiam.errors.SettingsError` for merging settings out of range.
+    """
+    _check(settings)
+    masks = masklib.as_mask_stack(masks, grey.shape)
     n, h, w = masks.shape
     side = crop_side(settings, h, w)
     sample = sample_crops(masks, side, settings.crops_per_mask, settings.crop_inside,
@@ -110,6 +120,19 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
         kmeans = _fit_kmeans(features[fit_rows], k, settings.seed)
         cluster[eligible], support[eligible] = _vote(features, owner, kmeans, np.flatnonzero(eligible))
     return _merge(masks, scores, cluster, support, estimated)
+
+
+def _check(settings: MergingSettings) -> None:
+    problems = [f"merging.{name} must be {rule}; got {value!r}" for name, value, ok, rule in (
+        ("crops_per_mask", settings.crops_per_mask, settings.crops_per_mask >= 1, "at least 1"),
+        ("crop_size", settings.crop_size, settings.crop_size > 0, "positive"),
+        ("crop_inside", settings.crop_inside, 0 < settings.crop_inside <= 1, "in (0, 1]"),
+        ("materials", settings.materials, settings.materials is None or settings.materials >= 1,
+         "None (estimate) or at least 1"),
+        ("max_materials", settings.max_materials, settings.max_materials >= 1, "at least 1"),
+    ) if not ok]
+    if problems:
+        raise SettingsError("; ".join(problems))
 
 
 def estimate_materials(features: np.ndarray, n_masks: int, settings: MergingSettings) -> int:
