@@ -53,6 +53,8 @@ def features_of(image: np.ndarray, masks: np.ndarray, settings: MergingSettings,
     sample = sample_crops(masks, side, settings.crops_per_mask, settings.crop_inside,
                           np.random.default_rng(settings.seed))
     raw = _embed_boxes(image, sample.boxes, embedder)
+    if len(raw) == 0:  # a material too narrow for any crop
+        return raw, sample.owner
     return _standardise(raw, np.ones(len(raw), bool), embedder.blocks), sample.owner
 
 
