@@ -36,8 +36,12 @@ def two_texture_png(height: int, width: int) -> bytes:
 
 
 class FakeLabelStudio:
-    def __init__(self):
+    """``port`` 0 picks a free one; give an earlier instance's port to play a restarted server."""
+
+    def __init__(self, port: int = 0):
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.downloads = 0
+        """Images served so far."""
         self.predictions: list[dict] = []
         self.refused_writes = 0
         self.refuse_next_writes = 0
@@ -55,7 +59,7 @@ class FakeLabelStudio:
             def do_POST(self):
                 server._post(self, json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -79,6 +83,8 @@ class FakeLabelStudio:
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
         data, content_type = self.files[handler.path]
+        with self._lock:
+            self.downloads += 1
         return self._send(handler, 200, data, content_type)
 
     def _post(self, handler, body: dict) -> None:

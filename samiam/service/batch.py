@@ -44,8 +44,11 @@ class BatchAnswer:
 
 def predict_batch(tasks: list[dict], label_config: str, project: str, overrides: dict, *,
                   store: Store, dispatcher: Dispatcher, deadline_s: float, poll_s: float,
-                  clock=time.monotonic, sleep=time.sleep) -> BatchAnswer:
-    """Run ``tasks`` (Label Studio task dicts with unique ``id``) and answer within ``deadline_s``."""
+                  clock=time.monotonic) -> BatchAnswer:
+    """Run ``tasks`` (Label Studio task dicts with unique ``id``) and answer within ``deadline_s``.
+
+    Waits blocked on the store (a finished task wakes it at once), ``poll_s`` at a time at most.
+    """
     ends = clock() + deadline_s
     batch_id = uuid.uuid4().hex
     store.open_batch(batch_id)
@@ -56,7 +59,7 @@ def predict_batch(tasks: list[dict], label_config: str, project: str, overrides:
     outcomes = store.collected(batch_id)
     # A failed task means an empty answer anyway: hand over at once instead of waiting.
     while len(outcomes) < len(tasks) and all(o["ok"] for o in outcomes.values()) and clock() < ends:
-        sleep(poll_s)
+        store.wait_for_deposit(batch_id, min(poll_s, ends - clock()))
         outcomes = store.collected(batch_id)
     if len(outcomes) == len(tasks) and all(o["ok"] for o in outcomes.values()):
         store.incr("batches_answered")

@@ -27,6 +27,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
     "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
     "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
+    "SAMIAM_PREDICT_RETRIES": ("predict_retries", int), "SAMIAM_JOB_LEASE_S": ("job_lease_s", int),
+    "SAMIAM_WORKER_HEARTBEAT_S": ("worker_heartbeat_s", float),
     "SAMIAM_CACHE_TTL_S": ("cache_ttl_s", int),
     "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": ("writeback_retry_intervals_s", lambda t: _split(t, int)),
     "SAMIAM_RECENT_FAILURES": ("recent_failures", int),
@@ -56,10 +58,21 @@ class ServiceConfig:
     predict_deadline_s: float = 80.0
     """``PREDICT_DEADLINE_S``: longest wait of ``/predict`` before answering late (Label Studio
     gives up after 100 s); late predictions are written back through the Label Studio API."""
-    poll_interval_s: float = 0.05
-    """``SAMIAM_POLL_INTERVAL_S``: how often ``/predict`` looks for finished tasks."""
+    poll_interval_s: float = 0.2
+    """``SAMIAM_POLL_INTERVAL_S``: longest single blocking wait of ``/predict`` on Redis (a
+    finished task wakes it at once; this only bounds how late it notices the deadline). Must be
+    below ``SAMIAM_REDIS_TIMEOUT_S``."""
     job_timeout_s: int = 900
     """``SAMIAM_JOB_TIMEOUT_S``: a worker kills one task's job after this long."""
+    predict_retries: int = 2
+    """``SAMIAM_PREDICT_RETRIES``: how often a task whose worker died mid-job (killed, out of
+    memory) is run again before it counts as failed."""
+    job_lease_s: int = 20
+    """``SAMIAM_JOB_LEASE_S``: a running job whose worker has not renewed its lease for this long
+    is abandoned (its worker died) and is run again by another worker."""
+    worker_heartbeat_s: float = 5.0
+    """``SAMIAM_WORKER_HEARTBEAT_S``: how often a worker renews the lease of its running job and
+    looks for abandoned jobs of dead workers. Must be below ``SAMIAM_JOB_LEASE_S``."""
     result_ttl_s: int = 86400
     """``SAMIAM_RESULT_TTL_S``: how long task states, batch results and job records are kept."""
     cache_ttl_s: int = 7 * 86400
@@ -95,6 +108,15 @@ class ServiceConfig:
     """``SAMIAM_FETCH_TIMEOUT_S``: limit of one image download or write-back (unset: the adapter's)."""
     settings: Settings = field(default_factory=Settings)
     """The engine's settings (``SAMIAM_<SECTION>_<FIELD>``)."""
+
+    def __post_init__(self):
+        if self.poll_interval_s >= self.redis_timeout_s:
+            raise SettingsError(f"SAMIAM_POLL_INTERVAL_S={self.poll_interval_s:g} must be below "
+                                f"SAMIAM_REDIS_TIMEOUT_S={self.redis_timeout_s:g}: a blocking wait on Redis "
+                                "must end before the socket times out")
+        if self.worker_heartbeat_s >= self.job_lease_s:
+            raise SettingsError(f"SAMIAM_WORKER_HEARTBEAT_S={self.worker_heartbeat_s:g} must be below "
+                                f"SAMIAM_JOB_LEASE_S={self.job_lease_s}, or running jobs look abandoned")
 
     @property
     def embedded(self) -> bool:

@@ -5,6 +5,9 @@
   batch was already answered (late), write the prediction back to Label Studio.
 * :func:`write_back` — POST one prediction to Label Studio's ``/api/predictions``; RQ retries
   it with the configured intervals, the last failure is recorded.
+* :func:`predict_abandoned` — RQ's failure callback of :func:`predict_task` jobs, called when the
+  worker running one died (RQ's ``AbandonedJobError``): RQ runs the job again while it has
+  retries left (``SAMIAM_PREDICT_RETRIES``); after the last one the task fails like any other.
 
 Both read the process's :class:`Runtime` (engine, model, store), installed once by the worker
 start-up (:mod:`samiam.service.worker`) or by the embedded server (:mod:`samiam.service.embedded`).
@@ -183,6 +186,27 @@ def predict_task(task: dict, label_config: str, project: str, overrides: dict, b
         store.set_task(project, task_id, "writing_back", batch=batch_id)
         runtime.dispatcher.submit_write_back(task_id, outcome["prediction"], project)
     return outcome
+
+
+def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ ``on_failure`` callback of :func:`predict_task` jobs (which never raise: they only
+    "fail" when their worker dies mid-job). Records the retry, or, when no retry is left, fails
+    the task and deposits the failure so that a waiting ``/predict`` answers at once."""
+    runtime = current()
+    store = runtime.store
+    task, _, project, _, batch_id = job.args
+    task_id = task.get("id")
+    cause = f"the worker running it stopped mid-job ({getattr(exc_type, '__name__', exc_type)}: killed or out of memory?)"
+    if job.retries_left:
+        store.incr("jobs_requeued")
+        store.set_task(project, task_id, "queued", f"{cause}; run again ({job.retries_left} retries left)", batch_id)
+        log.warning("task %s: %s; run again", task_id, cause)
+        return
+    reason = f"{cause}, and no retry is left (SAMIAM_PREDICT_RETRIES)"
+    store.incr("jobs_failed")
+    _fail(store, project, task_id, "failed", reason, batch_id)
+    store.deposit(batch_id, task_id, {"ok": False, "reason": reason})
+    log.error("task %s: %s", task_id, reason)
 
 
 def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:

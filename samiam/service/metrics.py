@@ -9,6 +9,7 @@ COUNTERS = {
     "jobs_started": ("samiam_jobs_started_total", "Task jobs a worker started."),
     "jobs_finished": ("samiam_jobs_finished_total", "Task jobs that produced a prediction."),
     "jobs_failed": ("samiam_jobs_failed_total", "Task jobs that failed (reason in /jobs and the log)."),
+    "jobs_requeued": ("samiam_jobs_requeued_total", "Task jobs run again because their worker died mid-job."),
     "cache_hits": ("samiam_cache_hits_total", "Predictions served from the cache."),
     "cache_misses": ("samiam_cache_misses_total", "Cache look-ups that needed inference."),
     "batches_answered": ("samiam_batches_answered_total", "/predict calls answered with every prediction."),

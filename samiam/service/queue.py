@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from rq import Queue, Retry, Worker
+from rq import Callback, Queue, Retry, Worker
 
 from samiam.service import jobs
 from samiam.service.config import ServiceConfig
@@ -31,8 +31,10 @@ class RQDispatcher:
 
     @redis_errors_as_unavailable
     def submit_predict(self, task, label_config, project, overrides, batch_id):
+        retries = self.config.predict_retries
         self.queue.enqueue(
             jobs.predict_task, task, label_config, project, overrides, batch_id,
+            retry=Retry(max=retries) if retries else None, on_failure=Callback(jobs.predict_abandoned),
             job_timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
             failure_ttl=self.config.result_ttl_s, description=f"predict task {task.get('id')}")
 

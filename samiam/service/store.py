@@ -8,7 +8,8 @@ A *batch* is one ``/predict`` call. Each finished task *deposits* its outcome in
 web tier *closes* the batch when it stops waiting. Deposit and close are atomic with respect to
 each other, so every outcome is delivered exactly once: either it was deposited before the close
 (the web tier answers or writes it back) or the depositing job learns that the batch is closed
-and writes it back itself.
+and writes it back itself. Every deposit also leaves a notice that wakes the web tier blocked in
+:meth:`Store.wait_for_deposit` at once (no polling with sleeps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _OPEN = "_open"
 _CLOSED = "_closed"
 _LATENCY_SUM = "latency_sum"
 _LATENCY_COUNT = "latency_count"
+_REDIS_TIMEOUT_RESOLUTION_S = 0.001
+"""Redis rounds blocking time-outs down to milliseconds, and 0 means "wait for ever"."""
 
 
 def latency_bucket(seconds: float, buckets: tuple[float, ...]) -> str:
@@ -48,6 +51,7 @@ class Store(Protocol):
     def tasks(self, project: str) -> dict[str, dict]: ...
     def open_batch(self, batch_id: str) -> None: ...
     def deposit(self, batch_id: str, task_id: int, outcome: dict) -> bool: ...
+    def wait_for_deposit(self, batch_id: str, timeout_s: float) -> bool: ...
     def collected(self, batch_id: str) -> dict[str, dict]: ...
     def close_batch(self, batch_id: str) -> dict[str, dict]: ...
     def incr(self, name: str, amount: float = 1) -> None: ...
@@ -85,12 +89,15 @@ if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 or redis.call('HEXISTS', KEYS[1]
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 """
 
 _CLOSE = """
 redis.call('HSET', KEYS[1], ARGV[1], '1')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -133,13 +140,23 @@ class RedisStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(key, _OPEN, "1")
             pipe.expire(key, self.ttl_s)
+            pipe.delete(f"{PREFIX}:deposited:{batch_id}")
             pipe.execute()
 
     @redis_errors_as_unavailable
     def deposit(self, batch_id, task_id, outcome):
         """Store ``outcome`` for the web tier; False when the batch is closed (or expired)."""
-        return bool(self._deposit(keys=[f"{PREFIX}:batch:{batch_id}"],
-                                  args=[str(task_id), json.dumps(outcome), _OPEN, _CLOSED]))
+        return bool(self._deposit(keys=[f"{PREFIX}:batch:{batch_id}", f"{PREFIX}:deposited:{batch_id}"],
+                                  args=[str(task_id), json.dumps(outcome), _OPEN, _CLOSED, self.ttl_s]))
+
+    @redis_errors_as_unavailable
+    def wait_for_deposit(self, batch_id, timeout_s):
+        """Block until a deposit in the batch that no earlier call returned for (True), or until
+        ``timeout_s`` passes (False). ``timeout_s`` must stay below the connection's socket time-out."""
+        if timeout_s <= 0:
+            return False
+        key = f"{PREFIX}:deposited:{batch_id}"
+        return self.redis.blpop([key], timeout=max(timeout_s, _REDIS_TIMEOUT_RESOLUTION_S)) is not None
 
     @redis_errors_as_unavailable
     def collected(self, batch_id):
@@ -149,7 +166,8 @@ class RedisStore:
     @redis_errors_as_unavailable
     def close_batch(self, batch_id):
         """Close the batch and return the outcomes deposited before the close."""
-        flat = self._close(keys=[f"{PREFIX}:batch:{batch_id}"], args=[_CLOSED, self.ttl_s])
+        flat = self._close(keys=[f"{PREFIX}:batch:{batch_id}", f"{PREFIX}:deposited:{batch_id}"],
+                           args=[_CLOSED, self.ttl_s])
         return _outcomes({flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)})
 
     @redis_errors_as_unavailable
@@ -224,6 +242,8 @@ class MemoryStore:
         self.buckets = buckets
         self.recent_failures = recent_failures
         self._lock = threading.Lock()
+        self._deposited = threading.Condition(self._lock)
+        self._notices: dict[str, int] = {}
         self._tasks: dict[str, dict[str, dict]] = {}
         self._batches: dict[str, dict[str, dict]] = {}
         self._counters: dict[str, float] = {}
@@ -252,6 +272,15 @@ class MemoryStore:
             if batch_id not in self._batches:  # closed (popped) or never opened
                 return False
             self._batches[batch_id][str(task_id)] = outcome
+            self._notices[batch_id] = self._notices.get(batch_id, 0) + 1
+            self._deposited.notify_all()
+            return True
+
+    def wait_for_deposit(self, batch_id, timeout_s):
+        with self._deposited:
+            if not self._deposited.wait_for(lambda: self._notices.get(batch_id, 0) > 0, max(timeout_s, 0.0)):
+                return False
+            self._notices[batch_id] -= 1
             return True
 
     def collected(self, batch_id):
@@ -260,6 +289,7 @@ class MemoryStore:
 
     def close_batch(self, batch_id):
         with self._lock:
+            self._notices.pop(batch_id, None)
             return self._batches.pop(batch_id, {})
 
     def incr(self, name, amount=1):
