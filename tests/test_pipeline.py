@@ -1,0 +1,112 @@
+"""The engine end to end: synthetic micrographs with known materials -> proposals -> booster."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_sam import install_tiny_sam, save_tiny_checkpoint
+
+import samiam
+from samiam.errors import ImageError, MaskSetError
+from samiam.metrics import pair_stats, score_image
+from samiam.pipeline import Engine
+from samiam.settings import Settings
+from samiam.synth import FailureRates, generate_scene, simulate_sam_proposals
+
+SIZE = 512
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A scene's float image as the 8-bit PNG file a user would give samiam."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_booster_gives_one_mask_per_material_and_beats_its_proposals(seed):
+    scene = generate_scene(seed=seed, difficulty=1, size=SIZE)
+    proposals = simulate_sam_proposals(scene, seed=seed)
+    settings = Settings().replace({"merging.materials": len(scene.names)})
+
+    boosted = samiam.boost(png_bytes(scene.image), proposals, settings)
+
+    assert len(boosted.materials) == len(scene.names)
+    assert boosted.materials.sum(axis=0).max() <= 1, "material masks overlap"
+    # One-to-one: every ground-truth material has exactly one boosted mask that overlaps it well.
+    iou = pair_stats(boosted.materials, scene.materials).iou
+    assert ((iou > 0.5).sum(axis=0) == 1).all() and ((iou > 0.5).sum(axis=1) == 1).all()
+    raw_score = score_image(proposals, scene.materials)
+    boosted_score = score_image(boosted.materials, scene.materials)
+    assert boosted_score.iou > raw_score.iou
+    assert boosted_score.fpr < raw_score.fpr
+    assert ((boosted.scores >= 0) & (boosted.scores <= 1)).all()
+
+
+def test_split_material_is_merged_back_into_one_mask():
+    scene = generate_scene(seed=3, difficulty=1, size=SIZE)
+    only_splits = FailureRates(split=1.0, nested=0.0, duplicate=0.0, islands=0.0, missed_narrow=0.0, ragged=0.0)
+    proposals = simulate_sam_proposals(scene, seed=3, rates=only_splits)
+    assert len(proposals) > len(scene.names), "the simulation should have split some material"
+
+    boosted = samiam.boost(png_bytes(scene.image), proposals,
+                           Settings().replace({"merging.materials": len(scene.names)}))
+
+    assert len(boosted.materials) == len(scene.names)
+    assert pair_stats(boosted.materials, scene.materials).iou.max(axis=0).min() > 0.95
+
+
+def test_segmentation_records_what_happened_to_each_proposal():
+    scene = generate_scene(seed=4, difficulty=1, size=SIZE)
+    proposals = simulate_sam_proposals(scene, seed=4)
+    seg = samiam.boost(png_bytes(scene.image), proposals, Settings())
+
+    assert seg.proposals.shape == proposals.shape
+    removed = np.array([reason is not None for reason in seg.removed])
+    assert (seg.assignment[removed] == -1).all()
+    assigned = seg.assignment >= 0
+    assert assigned.any() and (seg.assignment[assigned] < len(seg.materials)).all()
+    labels = seg.label_map()
+    assert labels.dtype == np.uint16 and labels.max() == len(seg.materials)
+    assert seg.proposer == "given" and seg.embedder
+    assert set(seg.timings) >= {"removal_s", "merging_s"}
+
+
+def test_classical_engine_segments_a_synthetic_micrograph():
+    scene = generate_scene(seed=5, difficulty=1, size=SIZE)
+    engine = Engine(Settings().replace({"proposals.proposer": "classical",
+                                        "merging.materials": len(scene.names)}))
+    seg = engine.segment(png_bytes(scene.image))
+    assert seg.proposer == "classical"
+    assert 1 <= len(seg.materials) <= len(scene.names)
+    assert score_image(seg.materials, scene.materials).iou > 50
+
+
+@pytest.mark.slow
+def test_tiny_sam_runs_through_the_whole_pipeline(tmp_path, monkeypatch):
+    """The real loading path (registry, checkpoint file, SHA-256) feeding the booster."""
+    checkpoint = save_tiny_checkpoint(tmp_path)
+    install_tiny_sam(monkeypatch, checkpoint)
+    settings = Settings().replace({
+        "proposals.proposer": "sam", "proposals.model_type": "vit_b", "proposals.model_dir": str(tmp_path),
+        "proposals.device": "cpu", "proposals.points_per_side": 4, "proposals.crop_n_layers": 0,
+        "proposals.pred_iou_thresh": 0.0, "proposals.stability_score_thresh": 0.0})
+    scene = generate_scene(seed=6, difficulty=1, size=128)
+
+    seg = Engine(settings).segment(png_bytes(scene.image))
+
+    assert seg.proposer == "sam-vit_b"
+    assert len(seg.proposals) > 0
+    assert seg.materials.shape[1:] == (128, 128)
+    assert seg.materials.sum(axis=0).max() <= 1
+
+
+def test_bad_inputs_are_named_errors():
+    with pytest.raises(ImageError):
+        samiam.boost(b"not an image", np.zeros((1, 4, 4), bool))
+    scene = generate_scene(seed=7, difficulty=1, size=128)
+    with pytest.raises(MaskSetError, match="128x128"):
+        samiam.boost(png_bytes(scene.image), np.zeros((2, 64, 64), bool))
