@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import redis
 from label_studio import stop
+from rq import Queue, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +39,18 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
                 os.killpg(process.pid, signal.SIGKILL)  # what a killed worker left behind (RQ's scheduler)
             except ProcessLookupError:
                 pass
+
+
+def kill_busy_worker(redis_url: str, workers: dict[str, subprocess.Popen], queue: str = "samiam",
+                     timeout_s: float = 60) -> str:
+    """SIGKILL (like the OOM killer) the worker of ``workers`` (name -> process) that is running
+    a job, once one is; returns its name."""
+    listening = Queue(queue, connection=redis.Redis.from_url(redis_url))
+    busy = wait_until(lambda: [w.name for w in Worker.all(queue=listening) if w.get_current_job_id()],
+                      timeout_s, "a worker to take a job")[0]
+    os.kill(workers[busy].pid, signal.SIGKILL)
+    workers[busy].wait(10)
+    return busy
 
 
 def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05):

@@ -8,7 +8,6 @@ Flask's test client, the fake Label Studio. A 2048 px image keeps a job busy for
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 import redis
 from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
 from redis_server import RedisServer, redis_server_bin
-from rq import Queue, Worker
-from service_processes import start_worker, stop_all, wait_until
+from rq import Queue
+from service_processes import kill_busy_worker, start_worker, stop_all, wait_until
 
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app
@@ -79,16 +78,6 @@ def counters(client) -> dict[str, float]:
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if not line.startswith("#")}
 
 
-def kill_the_busy_worker(redis_url: str, workers: dict[str, object], job_count: int = 1) -> str:
-    """SIGKILL the worker (of ``workers``, name -> Popen) running a job; returns its name."""
-    queue = Queue("samiam", connection=redis.Redis.from_url(redis_url))
-    busy = wait_until(lambda: [w.name for w in Worker.all(queue=queue) if w.get_current_job_id()],
-                      60, "a worker to take the job")[0]
-    os.kill(workers[busy].pid, signal.SIGKILL)
-    workers[busy].wait(10)
-    return busy
-
-
 def start_two_workers(tmp_path: Path, env: dict, client, processes: list) -> dict:
     workers = {name: start_worker(env, name, tmp_path / f"{name}.log") for name in ("w1", "w2")}
     processes.extend(workers.values())
@@ -103,7 +92,7 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_
         client = create_app(make_config(server.url, label_studio, predict_deadline_s=60.0)).test_client()
         workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
         pending = predict_in_thread(client, [task(1, label_studio.add_file("big.png", two_texture_png(BIG, BIG)))])
-        killed = kill_the_busy_worker(server.url, workers)
+        killed = kill_busy_worker(server.url, workers)
         assert pending["thread"].is_alive(), "the job finished before its worker was killed: use a bigger image"
         pending["thread"].join(60)
         results = pending["response"].get_json()["results"]
@@ -123,7 +112,7 @@ def test_a_job_killed_with_no_retry_left_fails_at_once_with_the_reason(tmp_path,
         client = create_app(config).test_client()
         workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
         pending = predict_in_thread(client, [task(1, label_studio.add_file("big.png", two_texture_png(BIG, BIG)))])
-        kill_the_busy_worker(server.url, workers)
+        kill_busy_worker(server.url, workers)
         pending["thread"].join(60)
         body = pending["response"].get_json()
         assert body["results"] == [] and [f["task"] for f in body["failed"]] == [1]
