@@ -98,10 +98,26 @@ class MergingSettings:
     embedder: str = "default"
     embedder_checkpoint: str | None = None
     seed: int = 0
+    k_estimator: str = "silhouette"
+    """How K is estimated when ``materials`` is None: ``silhouette`` (best KMeans silhouette over
+    crops, K = 1 below ``min_silhouette``) or ``separation`` (masks grouped by a test on their
+    crops' intensity statistics, ``same_material_t2``). ``separation`` finds K far more often on
+    synthetic stacks of similar materials (``bench/k_estimation.py``, ``bench/quality.py``) but
+    splits one lattice with a strong thickness gradient (``samples/lsfo_lattice_haadf.jpg``)."""
     min_silhouette: float = 0.575
-    """When K is estimated: if no k >= 2 reaches this silhouette score on the crop features,
+    """``silhouette`` estimator: if no k >= 2 reaches this silhouette score on the crop features,
     the image holds one material (K = 1). Set by ``bench/embedder_choice.py`` (the threshold that
     gets K right most often on synthetic scenes with the default embedder)."""
+    same_material_t2: float = 5.0
+    """``separation`` estimator: two groups of masks are one material while the mean, over the
+    intensity features of their crops (mean, std, percentiles), of the squared Welch t statistic
+    of their difference is below this (about 1 for crops of one texture; it grows with the number
+    of crops for a real difference). Set by ``bench/k_estimation.py`` on tuning scenes (seeds
+    >= 100, 512 and 1024 px): 4-6 are equally good there, 5 is the middle."""
+    min_group_crops: int = 5
+    """``separation`` estimator: only masks with at least this many crops can found a material of
+    their own; smaller masks join the nearest material (a few crops near a mask's edge give a
+    noisy, biased mean). Set by ``bench/k_estimation.py`` with ``same_material_t2``."""
 
 
 @dataclass(frozen=True)

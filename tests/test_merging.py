@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from samiam.booster.embedders import make_embedder
+from samiam.booster.grouping import group_masks, separation
 from samiam.booster.merging import crop_side, merge_masks
 from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings
@@ -142,5 +143,51 @@ def test_bad_settings_and_masks_are_named(scene):
         merge(grey, masks, materials=0)
     with pytest.raises(SettingsError, match="merging.crop_inside"):
         merge(grey, masks, crop_inside=1.5)
+    with pytest.raises(SettingsError, match="merging.k_estimator"):
+        merge(grey, masks, k_estimator="guess")
     with pytest.raises(MaskSetError):
         merge(grey[:100], masks)
+
+
+def halves(shift, gain):
+    """One cosine lattice (period 6 px) over the image; the right half shifted by ``shift`` px
+    (half a period: an antiphase boundary) and brighter by the factor ``gain``; masks left | right."""
+    y, x = np.mgrid[:SIZE, :SIZE].astype(float)
+    right = x >= SIZE // 2
+    xs = np.where(right, x + shift, x)
+    clean = 0.5 + (np.cos(2 * np.pi * xs / 6) + np.cos(2 * np.pi * y / 6)) / 8
+    grey = np.where(right, gain * clean, clean) + np.random.default_rng(1).normal(0, 0.02, clean.shape)
+    return grey.astype(np.float32), np.stack([~right, right])
+
+
+@pytest.mark.parametrize("shift, gain, expected", [(3, 1.0, 1), (0, 1.04, 2), (3, 1.04, 2)])
+def test_separation_estimator_keeps_an_antiphase_boundary_and_splits_four_percent(shift, gain, expected):
+    grey, masks = halves(shift, gain)
+    result = merge(grey, masks, k_estimator="separation")
+    assert result.n_materials_estimated == expected
+    assert len(result.materials) == expected
+
+
+def test_separation_is_the_mean_squared_welch_t():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 1, (6, 3)), rng.normal(0.5, 2, (9, 3))
+    expected = []
+    for j in range(3):  # plain Welch t, one column at a time
+        ma, mb = sum(a[:, j]) / 6, sum(b[:, j]) / 9
+        va = sum((v - ma) ** 2 for v in a[:, j]) / 5
+        vb = sum((v - mb) ** 2 for v in b[:, j]) / 8
+        expected.append((ma - mb) ** 2 / (va / 6 + vb / 9))
+    assert separation(a, b) == pytest.approx(sum(expected) / 3)
+    constant = np.ones((4, 1))
+    assert separation(constant, constant) == 0 and separation(constant, 2 * constant) == np.inf
+
+
+def test_group_masks_merges_closest_first_up_to_the_threshold_and_the_cap():
+    rng = np.random.default_rng(3)
+    # masks 0 and 2 share a mean, mask 1 is 5 standard deviations away, mask 3 50 away
+    centres = {0: 0.0, 1: 5.0, 2: 0.0, 3: 50.0}
+    owner = np.repeat(np.arange(4), 20)
+    features = np.array([centres[m] for m in owner])[:, None] + rng.normal(0, 1, (80, 1))
+    np.testing.assert_array_equal(group_masks(features, owner, np.arange(4), 5.0, 6), [0, 1, 0, 2])
+    np.testing.assert_array_equal(group_masks(features, owner, np.arange(4), 5.0, 2), [0, 0, 0, 1])
+    np.testing.assert_array_equal(group_masks(features, owner, np.array([3, 1]), 1e9, 6), [0, 0])

@@ -14,12 +14,23 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
    every block weighs the same.
 4. **Number of materials K.** ``settings.materials`` when given, capped at the number of masks
-   with crops. Otherwise estimated: KMeans on the grid crops for k = 2..min(max_materials,
-   masks with crops); the k with the best silhouette score wins, unless that score is below
-   ``settings.min_silhouette``, in which case K = 1 (one texture in the image). Measured on
-   synthetic scenes (``bench/embedder_choice.py``), this rarely splits a single material but
-   misses materials that differ only by a few per cent in intensity: give ``materials`` when
-   it is known, as the paper does.
+   with crops. Otherwise estimated by ``settings.k_estimator``:
+
+   * ``silhouette``: KMeans on the grid crops for k = 2..min(max_materials, masks with crops);
+     the k with the best silhouette score wins, unless that score is below
+     ``settings.min_silhouette``, in which case K = 1. It rarely splits one material, also on
+     real micrographs with strong intensity gradients, but misses materials that differ only by a
+     few per cent in intensity.
+   * ``separation``: from the masks themselves (:func:`samiam.booster.grouping.group_masks`):
+     masks with at least ``min_group_crops`` grid crops are grouped, closest first, while the
+     intensity features of two groups' crops differ by less than ``same_material_t2`` (mean
+     squared Welch t) or there are more than ``max_materials`` groups; K is the number of groups.
+     A test over many crops separates materials a few per cent apart in intensity (synthetic
+     classes 2 and 3), and intensity features do not change across antiphase boundaries and
+     rotated grains; but a thickness gradient of tens of per cent across one lattice (as in
+     ``samples/lsfo_lattice_haadf.jpg``) is split too.
+
+   Give ``materials`` when it is known, as the paper does.
 5. **Clusters and votes.** When there are no more masks with crops than K, nothing is merged
    (the authors' rule): every mask is its own material. Otherwise KMeans (``n_init`` =
    :data:`KMEANS_RESTARTS`, ``random_state = settings.seed``) is fitted to the grid crops, every
@@ -44,13 +55,16 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from samiam import masks as masklib
-from samiam.booster.crops import cut_crops, interior_boxes, sample_crops
-from samiam.booster.embedders import TextureEmbedder
+from samiam.booster.crops import CropSample, cut_crops, interior_boxes, sample_crops
+from samiam.booster.embedders import TextureEmbedder, intensity_features
+from samiam.booster.grouping import group_masks
 from samiam.errors import SettingsError
 from samiam.settings import MergingSettings, scale_to_image
 
 MIN_CROP_SIDE = 8
 """Smallest crop side in px, whatever the image size (texture features need a few lattice cells)."""
+K_ESTIMATORS = ("silhouette", "separation")
+"""Values of ``merging.k_estimator``."""
 KMEANS_RESTARTS = 10
 """KMeans initialisations; the best inertia wins."""
 
@@ -109,7 +123,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     if settings.materials is not None:
         k, estimated = min(settings.materials, n_eligible), None
     else:
-        k = estimated = estimate_materials(features[fit_rows], n_eligible, settings)
+        k = estimated = estimate_materials(grey, sample, features[fit_rows], n_eligible, settings)
 
     cluster = np.full(n, -1, np.int64)
     support = np.zeros(n)
@@ -130,17 +144,33 @@ def _check(settings: MergingSettings) -> None:
         ("materials", settings.materials, settings.materials is None or settings.materials >= 1,
          "None (estimate) or at least 1"),
         ("max_materials", settings.max_materials, settings.max_materials >= 1, "at least 1"),
+        ("k_estimator", settings.k_estimator, settings.k_estimator in K_ESTIMATORS,
+         f"one of {', '.join(K_ESTIMATORS)}"),
+        ("same_material_t2", settings.same_material_t2, settings.same_material_t2 > 0, "positive"),
+        ("min_group_crops", settings.min_group_crops, settings.min_group_crops >= 2, "at least 2"),
     ) if not ok]
     if problems:
         raise SettingsError("; ".join(problems))
 
 
-def estimate_materials(features: np.ndarray, n_masks: int, settings: MergingSettings) -> int:
-    """Number of materials among ``features: (M, D)`` crop vectors of ``n_masks`` masks: the k in
-    2..min(max_materials, n_masks) with the best silhouette score, or 1 when that score is below
-    ``settings.min_silhouette``."""
-    k, score = best_silhouette(features, min(settings.max_materials, n_masks), settings.seed)
-    return k if score >= settings.min_silhouette else 1
+def estimate_materials(grey: np.ndarray, sample: CropSample, features: np.ndarray, n_masks: int,
+                       settings: MergingSettings) -> int:
+    """Number of materials shown by the grid crops ``sample`` of ``grey: (H, W)`` (their standardised
+    embeddings ``features: (M, D)``) of the ``n_masks`` masks that have crops of some kind, by
+    ``settings.k_estimator`` (step 4 of the module docstring)."""
+    k_max = min(settings.max_materials, n_masks)
+    if settings.k_estimator == "silhouette":
+        k, score = best_silhouette(features, k_max, settings.seed)
+        return k if score >= settings.min_silhouette else 1
+    counts = sample.counts(1)
+    founders = np.flatnonzero(counts >= settings.min_group_crops)
+    if len(founders) == 0:
+        founders = np.flatnonzero(counts >= 2)
+    if len(founders) <= 1:
+        return 1
+    intensity = intensity_features(cut_crops(grey, sample.boxes))
+    groups = group_masks(intensity, sample.owner, founders, settings.same_material_t2, k_max)
+    return int(groups.max()) + 1
 
 
 def best_silhouette(features: np.ndarray, k_max: int, seed: int) -> tuple[int, float]:
