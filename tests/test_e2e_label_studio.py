@@ -1,0 +1,296 @@
+"""End to end with the real client: Label Studio 1.23.2 -> samiam (gunicorn + Redis + RQ worker).
+
+The tests start every part themselves on loopback: redis-server, one `samiam worker`, two web
+tiers under gunicorn (one with the default deadline, one with ``PREDICT_DEADLINE_S=1`` so that
+its answers are late), and Label Studio. They upload images, connect a backend, ask Label
+Studio for predictions through its API ("Retrieve predictions"), and check that the stored brush
+masks decode to exactly the engine's masks for each image under the backend's settings:
+
+* answered in time: a sample micrograph and a synthetic scene with several materials; then headless
+  Chromium opens the scene in Label Studio's labeling page, and the screenshot (kept under
+  ``test-artifacts/``) must show each label's colour where the engine put that material;
+* late: 3 tasks whose ``/predict`` answer comes empty; every prediction must still reach Label
+  Studio, written back by the jobs through its API.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from label_studio import (
+    EMAIL,
+    PASSWORD,
+    TOKEN,
+    free_port,
+    label_studio_bin,
+    start_label_studio,
+    stop,
+    wait_for,
+)
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "lsfo_lattice_haadf.jpg"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "label-studio-labeling-page.png"
+LABELS = {"Material A": "#ff00ff", "Material B": "#00ffff", "Material C": "#ffff00"}
+CONFIG = ("<View><Image name=\"image\" value=\"$image\"/><BrushLabels name=\"tag\" toName=\"image\">"
+          + "".join(f"<Label value=\"{name}\" background=\"{color}\"/>" for name, color in LABELS.items())
+          + "</BrushLabels></View>")
+ENGINE_ENV = {"SAMIAM_PROPOSALS_PROPOSER": "classical"}
+LATE_DEADLINE_S = 1
+TINT_MARGIN = 60
+"""A screen pixel shows a label colour when the colour's channels exceed the others by this much
+(a grey micrograph has no such pixel of its own)."""
+MIN_AGREEMENT = 0.8
+"""Share of a material's pixels that must show its colour on screen, and of the pixels showing a
+colour that must belong to its material (the rest: edges, rescaling, the brush's anti-aliasing)."""
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        if os.environ.get("SAMIAM_REQUIRE_E2E"):
+            pytest.fail(f"end-to-end prerequisite missing: {what}")
+        pytest.skip(f"end-to-end prerequisite missing: {what}")
+
+
+def _gunicorn(env: dict, work: Path, name: str) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    with open(work / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--worker-class", "gthread", "--threads", "8", "_wsgi:app"], cwd=REPO, env=env,
+            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    return f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    _require(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
+    _require(shutil.which("redis-server") is not None, "redis-server")
+    from redis_server import RedisServer
+    from service_processes import start_worker
+
+    work = tmp_path_factory.mktemp("e2e")
+    processes = []
+    redis = RedisServer(work / "redis").start()
+    studio = None
+    try:
+        studio = start_label_studio(work)
+        env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
+                   **ENGINE_ENV)
+        prompt, web = _gunicorn(env, work, "web")
+        late, late_web = _gunicorn({**env, "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
+        processes += [web, late_web]
+        processes.append(start_worker(env, "e2e-worker", work / "worker.log"))
+        wait_for(prompt + "/health", 60, web)
+        wait_for(late + "/health", 60, late_web)
+        wait_for_ready = time.monotonic() + 60
+        while not requests.get(prompt + "/health", timeout=5).json()["ready"]:
+            assert time.monotonic() < wait_for_ready, (work / "worker.log").read_text()
+            time.sleep(0.3)
+        yield {"studio": studio, "backend": prompt, "late_backend": late, "work": work, "env": env}
+    finally:
+        for process in processes:
+            stop(process)
+        if studio is not None:
+            stop(studio.process)
+        redis.stop()
+
+
+def _png(image: np.ndarray) -> bytes:
+    """(H, W) float image in [0, 1] -> 8-bit PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _scene_png(seed: int, size: int) -> bytes:
+    from samiam.synth import generate_scene
+    return _png(generate_scene(seed, 1, size=size).image)
+
+
+def _scene_with_materials(env: dict, size: int, seeds: range = range(1, 9)) -> bytes:
+    """A synthetic scene (PNG) in which the engine finds at least 2 materials, so that the
+    screenshot can show that each colour lands where its material is."""
+    for seed in seeds:
+        image = _scene_png(seed, size)
+        if len(_engine_materials(image, env)) >= 2:
+            return image
+    raise AssertionError(f"the engine finds one material in every {size} px scene of seeds {seeds}")
+
+
+def _project_with_tasks(studio, backend: str, title: str, images: dict[str, bytes]) -> tuple[int, dict[str, int]]:
+    """A project with one task per image and ``backend`` connected; (project id, name -> task id)."""
+    project = studio.api("POST", "/api/projects/", json={"title": title, "label_config": CONFIG}).json()["id"]
+    files = {f"file{i}": (name, data, "image/png" if name.endswith(".png") else "image/jpeg")
+             for i, (name, data) in enumerate(images.items(), 1)}
+    studio.api("POST", f"/api/projects/{project}/import", files=files)
+    tasks = studio.api("GET", f"/api/tasks?project={project}").json()["tasks"]
+    by_name = {name: next(t["id"] for t in tasks if t["data"]["image"].endswith("-" + name)) for name in images}
+    studio.api("POST", "/api/ml", json={"url": backend, "project": project, "title": "samiam", "is_interactive": False})
+    return project, by_name
+
+
+def _retrieve_predictions(studio, project: int, task_ids: list[int], timeout_s: float = 120) -> dict[int, dict]:
+    """Label Studio's "Retrieve predictions" action on ``task_ids``, then each task's one stored
+    prediction (polled: late ones arrive by write-back)."""
+    studio.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
+               json={"selectedItems": {"all": False, "included": task_ids}})
+    stored: dict[int, list] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = {t: studio.api("GET", f"/api/predictions?task={t}").json() for t in task_ids}
+        if all(stored.values()):
+            break
+        time.sleep(0.5)
+    assert all(len(p) == 1 for p in stored.values()), f"predictions per task: { {t: len(p) for t, p in stored.items()} }"
+    return {t: p[0] for t, p in stored.items()}
+
+
+def _engine_materials(image_bytes: bytes, env: dict) -> np.ndarray:
+    """What the engine itself gives for this image under the backend's settings: (K, H, W) bool."""
+    from model import SamiamModel
+    from samiam.pipeline import Engine
+    from samiam.settings import Settings
+
+    settings = Settings.from_env(env)
+    model = SamiamModel(settings, model_version="reference")
+    return Engine(settings).segment(image_bytes, model.settings_for(CONFIG)).materials
+
+
+def _check_stored(prediction: dict, image_bytes: bytes, env: dict, model_version: str) -> tuple[np.ndarray, list]:
+    from samiam.labelstudio.results import materials_from_results
+
+    assert prediction["model_version"] == model_version
+    stored, labels = materials_from_results(prediction["result"])
+    expected = _engine_materials(image_bytes, env)
+    assert len(expected) >= 1 and stored.shape == expected.shape
+    assert np.array_equal(stored, expected), "stored brush masks differ from the engine's masks"
+    assert set(labels) <= set(LABELS)
+    return stored, labels
+
+
+def _setup_model_version(studio, project: int) -> str:
+    return studio.api("GET", f"/api/ml?project={project}").json()[0]["model_version"]
+
+
+def test_label_studio_stores_the_engines_masks_and_draws_them(stack):
+    studio, env = stack["studio"], stack["env"]
+    images = {SAMPLE.name: SAMPLE.read_bytes(), "scene.png": _scene_with_materials(env, size=512)}
+    project, tasks = _project_with_tasks(studio, stack["backend"], "samiam e2e", images)
+    stored = _retrieve_predictions(studio, project, list(tasks.values()))
+    version = _setup_model_version(studio, project)
+    assert version
+    masks = {name: _check_stored(stored[tasks[name]], data, env, version) for name, data in images.items()}
+    states = requests.get(f"{stack['backend']}/jobs?project={project}", timeout=5).json()["counts"]
+    assert states["done"] == 2 and states["written"] == 0, states  # answered in time, not written back
+
+    scene_masks, scene_labels = masks["scene.png"]
+    screen = _screenshot_labeling_page(studio.url, project, tasks["scene.png"], stack["work"])
+    shown = _shown_labels(screen, [LABELS[name] for name in scene_labels], scene_masks.shape[1:])
+    for k, label in enumerate(scene_labels):
+        expected, on_screen = scene_masks[k], shown == k
+        recall = (expected & on_screen).sum() / expected.sum()
+        precision = (expected & on_screen).sum() / max(on_screen.sum(), 1)
+        assert recall >= MIN_AGREEMENT and precision >= MIN_AGREEMENT, \
+            f"{label}: {recall:.0%} of its pixels show its colour, {precision:.0%} of those showing it are its own"
+
+
+def test_late_predictions_arrive_by_write_back(stack):
+    studio, env = stack["studio"], stack["env"]
+    images = {f"late{seed}.png": _scene_png(seed=seed, size=1024) for seed in (11, 12, 13)}
+    project, tasks = _project_with_tasks(studio, stack["late_backend"], "samiam late", images)
+    started = time.monotonic()
+    stored = _retrieve_predictions(studio, project, list(tasks.values()))
+    version = _setup_model_version(studio, project)
+    for name, data in images.items():
+        assert stored[tasks[name]]["result"], f"empty prediction stored for {name}"
+        _check_stored(stored[tasks[name]], data, env, version)
+    states = requests.get(f"{stack['late_backend']}/jobs?project={project}", timeout=5).json()["counts"]
+    assert states["written"] == 3, f"not every prediction came by write-back: {states}"
+    assert time.monotonic() - started < 120
+
+
+def _screenshot_labeling_page(url: str, project_id: int, task_id: int, work: Path) -> np.ndarray:
+    """Log in, open the task in the labeling page, and return the screenshot cropped to the
+    image as shown: (h, w, 3) uint8. Also saved under test-artifacts/ (full page)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    _require(chromium is not None and driver_path is not None, "chromium and chromedriver")
+    options = Options()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--force-device-scale-factor=1", "--window-size=1400,1000",
+                 f"--user-data-dir={work / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        driver.get(url + "/user/login/")
+        driver.find_element(By.NAME, "email").send_keys(EMAIL)
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        deadline = time.monotonic() + 30
+        while "/user/login" in driver.current_url and time.monotonic() < deadline:
+            time.sleep(0.3)
+        driver.get(f"{url}/projects/{project_id}/data?task={task_id}")
+        deadline, rect = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            # The labeling canvas: Label Studio draws the task's image (an <img alt="image">, clipped
+            # out of sight) on a canvas of the same size and the regions on canvases above it.
+            images = [i for i in driver.find_elements(By.CSS_SELECTOR, "img[alt='image']") if i.size["width"] > 0]
+            if not images:
+                continue
+            rect = images[0].rect
+            driver.save_screenshot(str(SCREENSHOT))
+            crop = _crop(np.asarray(Image.open(SCREENSHOT).convert("RGB")), rect)
+            if (_tint(crop, list(LABELS.values())).max(axis=-1) > TINT_MARGIN).mean() > 0.5:
+                break  # the brush layer is drawn
+        (ARTIFACTS / "label-studio-labeling-page.html").write_text(driver.page_source)
+    finally:
+        driver.quit()
+    assert rect is not None, "the labeling page never showed the task's image"
+    return _crop(np.asarray(Image.open(SCREENSHOT).convert("RGB")), rect)
+
+
+def _crop(rgb: np.ndarray, rect: dict) -> np.ndarray:
+    top, left = round(rect["y"]), round(rect["x"])
+    return rgb[top:top + round(rect["height"]), left:left + round(rect["width"])]
+
+
+def _tint(rgb: np.ndarray, colors: list[str]) -> np.ndarray:
+    """(h, w, len(colors)) int: by how much each pixel's channels that a label colour has exceed
+    the channels it lacks (negative: not that colour)."""
+    pixels = rgb.astype(np.int32)
+    margins = []
+    for color in colors:
+        strong = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)]) > 128
+        margins.append(pixels[..., strong].min(axis=-1) - pixels[..., ~strong].max(axis=-1))
+    return np.stack(margins, axis=-1)
+
+
+def _shown_labels(crop: np.ndarray, colors: list[str], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) int at the image's own size: index of the label colour each pixel shows, -1 none."""
+    tint = _tint(crop, colors)
+    shown = np.where(tint.max(axis=-1) > TINT_MARGIN, tint.argmax(axis=-1), -1)
+    rows = np.minimum(np.arange(shape[0]) * crop.shape[0] // shape[0], crop.shape[0] - 1)
+    cols = np.minimum(np.arange(shape[1]) * crop.shape[1] // shape[1], crop.shape[1] - 1)
+    return shown[np.ix_(rows, cols)]
