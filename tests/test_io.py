@@ -25,8 +25,7 @@ from samiam.io import Micrograph, load_micrograph
 from samiam.settings import ImageSettings
 
 H, W = 48, 64
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL = SHARED / "data" / "real"
+REAL = Path(__file__).resolve().parents[1] / "samples"  # bundled copies of ../shared/data/real
 
 
 def two_regions(low: float, high: float, dtype, seed: int = 0) -> np.ndarray:
@@ -204,7 +203,6 @@ def test_mostly_constant_image_falls_back_to_min_max(tmp_path):
     np.testing.assert_array_equal(grey, (image == 9).astype(np.float32))
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="shared sample data not present")
 def test_real_samples_load():
     jpeg = load_micrograph(REAL / "lsfo_lattice_haadf.jpg")
     assert jpeg.shape == (790, 787) and jpeg.bit_depth == 8 and jpeg.rgb.shape == (790, 787, 3)
