@@ -9,7 +9,7 @@
 from samiam.errors import SamiamError
 from samiam.settings import Settings
 
-__all__ = ["SamiamError", "Segmentation", "Settings", "boost", "segment"]
+__all__ = ["Engine", "SamiamError", "Segmentation", "Settings", "boost", "segment"]
 
 
 def __getattr__(name):
