@@ -1,67 +1,9 @@
-"""The Label Studio-facing model: label config -> settings, engine result -> Label Studio results.
+"""Label Studio ML-backend entry point: the model class, where Label Studio's backend layout puts it.
 
-Holds only ``setup``, ``predict_one`` and ``fit``; the engine (``samiam.pipeline.Engine``) is
-passed in by the worker that keeps it loaded, and the web tier calls :meth:`SamiamModel.setup`
-without ever loading a model.
+The implementation lives in :mod:`samiam.labelstudio.model` so that the service imports it from the
+package (imports point downwards) and runs from any working directory.
 """
 
-from __future__ import annotations
+from samiam.labelstudio.model import SamiamModel
 
-import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from samiam.errors import SettingsError
-from samiam.labelstudio.config import parse_label_config
-from samiam.labelstudio.results import predictions_from_segmentation
-from samiam.settings import Settings
-
-if TYPE_CHECKING:
-    from samiam.pipeline import Engine
-
-log = logging.getLogger(__name__)
-
-TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "START_TRAINING")
-
-
-class SamiamModel:
-    """Zero-shot material segmentation as a Label Studio ML backend model."""
-
-    def __init__(self, settings: Settings, model_version: str):
-        self.settings = settings
-        self.model_version = model_version
-
-    def setup(self, label_config: str) -> dict:
-        """Check the project's labeling config (raises ``LabelConfigError``); loads no model."""
-        parse_label_config(label_config)
-        return {"model_version": self.model_version}
-
-    def settings_for(self, label_config: str, overrides: Mapping[str, Any] | None = None) -> Settings:
-        """Settings for one project: ``overrides`` (dotted names, per project or request) applied,
-        and the number of materials bounded by the number of labels in the config."""
-        n_labels = len(parse_label_config(label_config).labels)
-        settings = self.settings.replace(overrides or {})
-        merging = settings.merging
-        if merging.materials is not None and merging.materials > n_labels:
-            raise SettingsError(f"merging.materials = {merging.materials} but the labeling config has "
-                                f"only {n_labels} brush labels; add labels or ask for fewer materials")
-        return settings.replace({"merging.max_materials": min(merging.max_materials, n_labels)})
-
-    def predict_one(self, engine: Engine, image_bytes: bytes, label_config: str,
-                    overrides: Mapping[str, Any] | None = None) -> dict:
-        """Segment one task's image: ``{"result": [brush regions], "score", "model_version"}``."""
-        settings = self.settings_for(label_config, overrides)
-        segmentation = engine.segment(image_bytes, settings)
-        return predictions_from_segmentation(segmentation.materials, segmentation.scores,
-                                             parse_label_config(label_config), self.model_version)
-
-    def fit(self, event: str, data: dict) -> dict:
-        """Acknowledge a webhook event. samiam is zero-shot: annotations do not train anything."""
-        if event in TRAINING_EVENTS:
-            reason = "samiam is zero-shot; annotations are not used for training"
-        else:
-            reason = f"event {event!r} is not handled"
-        project = data.get("project")
-        log.info("webhook %s for project %s ignored: %s", event,
-                 project.get("id") if isinstance(project, dict) else project, reason)
-        return {"status": "ignored", "reason": reason}
+__all__ = ["SamiamModel"]

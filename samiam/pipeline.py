@@ -70,7 +70,7 @@ class Engine:
             self._proposer = make_proposer(self.settings.proposals)
         return self._proposer
 
-    def load(self) -> "Engine":
+    def load(self) -> Engine:
         """Load every model now, so that the first request does not pay for it."""
         _ = self.proposer
         return self

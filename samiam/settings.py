@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from samiam.errors import SettingsError
 
@@ -141,7 +142,7 @@ class Settings:
     removal: RemovalSettings = field(default_factory=RemovalSettings)
     merging: MergingSettings = field(default_factory=MergingSettings)
 
-    def replace(self, overrides: Mapping[str, Any]) -> "Settings":
+    def replace(self, overrides: Mapping[str, Any]) -> Settings:
         """Return new settings with dotted-name overrides, e.g. ``{"merging.materials": 3}``.
 
         Values given as strings are converted to the field's type. Unknown names and values
@@ -163,7 +164,7 @@ class Settings:
             s: dataclasses.replace(getattr(self, s), **v) for s, v in sections.items()})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults overridden by ``SAMIAM_<SECTION>_<FIELD>`` environment variables."""
         environ = os.environ if environ is None else environ
         base = cls()

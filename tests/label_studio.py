@@ -91,12 +91,12 @@ def _environment(port: int) -> dict[str, str]:
 
 
 def _start(executable: str, data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen(
-        [executable, "start", "--no-browser", "--data-dir", str(data_dir), "--port", str(port),
-         "--internal-host", "127.0.0.1", "--username", EMAIL, "--password", PASSWORD,
-         "--user-token", TOKEN, "--enable-legacy-api-token"],
-        env=_environment(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [executable, "start", "--no-browser", "--data-dir", str(data_dir), "--port", str(port),
+             "--internal-host", "127.0.0.1", "--username", EMAIL, "--password", PASSWORD,
+             "--user-token", TOKEN, "--enable-legacy-api-token"],
+            env=_environment(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _build_template(executable: str) -> None:

@@ -161,7 +161,7 @@ def _retrieve_predictions(studio, project: int, task_ids: list[int], timeout_s: 
 
 def _engine_materials(image_bytes: bytes, env: dict) -> np.ndarray:
     """What the engine itself gives for this image under the backend's settings: (K, H, W) bool."""
-    from model import SamiamModel
+    from samiam.labelstudio.model import SamiamModel
     from samiam.pipeline import Engine
     from samiam.settings import Settings
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import SamiamModel
 from samiam.errors import LabelConfigError, SettingsError
+from samiam.labelstudio.model import SamiamModel
 from samiam.labelstudio.results import materials_from_results
 from samiam.settings import Settings
 

@@ -14,10 +14,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import os
-    import sys
-
-    sys.path.insert(0, os.getcwd())  # model.py, as gunicorn and `flask run` find their app
     from samiam.service.config import ServiceConfig
     from samiam.service.worker import run_worker
 

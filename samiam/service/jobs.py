@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from samiam.errors import ImageFetchError, SamiamError
+from samiam.labelstudio.model import SamiamModel
 from samiam.service.cache import PredictionCache, cache_key
 from samiam.service.config import ServiceConfig
 from samiam.service.store import Store
@@ -45,16 +46,8 @@ class Dispatcher(Protocol):
     def workers(self) -> list[dict]: ...
 
 
-def make_model(config: ServiceConfig):
-    """The Label Studio model (``model.SamiamModel`` from the top-level ``model.py``, found like
-    gunicorn finds ``_wsgi.py``: in the current directory or on PYTHONPATH)."""
-    try:
-        from model import SamiamModel
-    except ModuleNotFoundError as error:
-        if error.name != "model":
-            raise
-        raise SamiamError("cannot import model.py (SamiamModel): start the service from the samiam "
-                          "repository root or put that folder on PYTHONPATH") from None
+def make_model(config: ServiceConfig) -> SamiamModel:
+    """The Label Studio-facing model for this service's settings and model version."""
     return SamiamModel(config.settings, config.model_version)
 
 
