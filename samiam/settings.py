@@ -67,6 +67,16 @@ class ProposalSettings:
     deviation, natural log of local energies) are closer than this (Euclidean) are merged."""
     classical_work_side: int = 512
     """The classical proposer segments its texture maps downsampled to at most this many px per side."""
+    classical_max_window: float = 30.0
+    """Largest Gaussian sigma of the classical proposer's texture window, in px at the 1024 px
+    reference (scaled to the image like ``MergingSettings.crop_size``; half the booster's 60 px
+    crop, so textures are not averaged over more than the booster compares). Images without a
+    lattice (no peak in the power spectrum) use this window."""
+    classical_blob_contrast: float = 5.0
+    """In an image without a lattice, a compact spot smaller than the texture window (a
+    particle, a void) becomes a proposal of its own when its intensity, smoothed over half the
+    window's period, differs from the local mean (over the window) by more than this many
+    robust standard deviations of that difference."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 
 from samiam.io import Micrograph
 from samiam.proposals import ClassicalProposer
-from samiam.proposals.classical import dominant_period
+from samiam.proposals.classical import dominant_period, separability
 from samiam.settings import ProposalSettings
 
 SIDE = 256
@@ -95,3 +95,46 @@ def test_non_square_image_keeps_its_shape():
     image[:, 75:] += lattice((90, 75), 7) * 2
     proposals = ClassicalProposer(ProposalSettings(classical_work_side=64)).propose(micrograph(image))
     check_partition(proposals, (90, 150))
+
+
+def test_small_particles_on_a_noisy_support_are_proposals_of_their_own():
+    """Bright discs (8-20 px) on a Poisson-noisy support with no lattice: each disc of at least
+    12 px diameter is covered, with IoU > 0.5, by one proposal."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[:SIDE, :SIDE]
+    centres = [(40, 40), (40, 130), (40, 210), (130, 50), (128, 128), (130, 205), (210, 45), (215, 130), (210, 210)]
+    diameters = [8, 10, 12, 14, 16, 18, 20, 12, 16]
+    discs = [(y - cy) ** 2 + (x - cx) ** 2 <= (d / 2) ** 2 for (cy, cx), d in zip(centres, diameters)]
+    expected = 20.0 + 40.0 * np.any(discs, axis=0)  # mean counts per pixel
+    proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(rng.poisson(expected).astype(float)))
+    check_partition(proposals, (SIDE, SIDE))
+    for disc, d in zip(discs, diameters):
+        if d < 12:
+            continue
+        iou = max((m & disc).sum() / (m | disc).sum() for m in proposals.masks)
+        assert iou > 0.5, (d, iou)
+
+
+def test_regions_of_two_textures_are_scored_confidently():
+    image, left = two_textures(np.random.default_rng(6))
+    proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(image))
+    home = [(proposals.masks & region).sum(axis=(1, 2)).argmax() for region in (left, ~left)]
+    assert home[0] != home[1]
+    assert (proposals.scores[home] > 0.2).all(), proposals.scores
+
+
+def test_scores_are_one_minus_the_bhattacharyya_overlap_with_the_closest_neighbour():
+    """Three stripes with one feature each, known means and variances: the score of each stripe
+    is 1 - exp(-D_B) for the closest neighbour, D_B computed by hand for 1-D Gaussians."""
+    rng = np.random.default_rng(7)
+    labels = np.repeat(np.repeat(np.array([[1, 2, 3]]), 40, axis=1), 30, axis=0)
+    values = np.array([0.0, 1.0, 4.0])[labels - 1] + np.array([0.5, 0.5, 1.0])[labels - 1] * rng.standard_normal(labels.shape)
+    stats = [(values[labels == k].mean(), values[labels == k].var()) for k in (1, 2, 3)]
+
+    def overlap(i, j):
+        (m1, v1), (m2, v2) = stats[i], stats[j]
+        v = (v1 + v2) / 2
+        return np.exp(-((m1 - m2) ** 2 / v / 8 + np.log(v / np.sqrt(v1 * v2)) / 2))
+
+    expected = 1 - np.array([overlap(0, 1), max(overlap(0, 1), overlap(1, 2)), overlap(1, 2)])
+    np.testing.assert_allclose(separability(labels, values[..., None]), expected, rtol=1e-4)

@@ -1,17 +1,23 @@
 """A weight-free proposer for hosts without a SAM checkpoint: texture superpixels, merged.
 
-1. Estimate the lattice period ``p`` from the radially summed power spectrum of ``grey``.
-2. Texture feature maps: the local mean, the log local variance and the log local energy in
+1. Estimate the lattice period ``p`` from the radially summed power spectrum of ``grey``; the
+   texture window is ``classical_window * p``, at most ``classical_max_window`` (scaled to the
+   image). An image without a lattice (its spectrum has no peak) gets the largest window and the
+   period that goes with it.
+2. Compact spots smaller than the window (particles, voids) would be averaged away: in an image
+   without a lattice (in a lattice, atom columns would pass for spots) they are found first, as connected areas where the intensity smoothed over ``p / 2`` differs from the local
+   mean over the window by more than ``classical_blob_contrast`` robust standard deviations.
+3. Texture feature maps: the local mean, the log local variance and the log local energy in
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
-   space), each averaged over a Gaussian window of ``classical_window * p``.
-3. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side,
+   space), each averaged over the Gaussian window, leaving out the spots and their surroundings.
+4. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side,
    cut into ``classical_segments`` watershed superpixels, and adjacent superpixels
    whose mean features lie within ``classical_merge_distance`` of each other are merged
    greedily (closest pair first) on a region adjacency graph.
-4. Region borders are moved onto the ridge of the feature gradient (the true texture edge) by a
+5. Region borders are moved onto the ridge of the feature gradient (the true texture edge) by a
    watershed from the regions' cores; regions without a core (blends of their neighbours along
-   an edge) dissolve.
-5. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image.
+   an edge) dissolve. The spots are cut out of the regions as regions of their own.
+6. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals
-from samiam.settings import ProposalSettings
+from samiam.settings import ProposalSettings, scale_to_image
 
 BAND_OCTAVES = (-1, 0, 1)
 """Texture bands, as octaves around the estimated lattice period."""
@@ -33,14 +39,27 @@ MIN_PERIODS_PER_SIDE = 16
 """The lattice period is searched among periods that fit at least this often in the shorter side."""
 ENERGY_FLOOR = 1e-6
 """Added to energies (in units of the image's variance) before the log, so that flat areas are finite."""
+SPOT_WINDOWS = 2.0
+"""Spots are at most this many texture-window sigmas in radius (the window's reach): larger
+bright or dark areas are left to the texture segmentation."""
+WEIGHT_FLOOR = 1e-6
+"""Smallest weight a window average outside the spots is divided by (inside large spots it is ~0)."""
+VARIANCE_FLOOR = 1e-6
+"""Added to each region's feature variances, so that a perfectly flat region has a finite spread."""
+MAD_TO_STD = 1.4826
+"""Standard deviation of a normal distribution per median absolute deviation."""
 
 
 class ClassicalProposer:
-    """Disjoint texture regions of ``micrograph.grey`` as proposals.
+    """Disjoint texture regions and compact spots of ``micrograph.grey`` as proposals.
 
-    Scores: ``1 - v / d**2`` clipped to [0, 1], where ``v`` is the mean (over features) variance
-    of the texture features inside the region and ``d`` is ``classical_merge_distance``: a
-    region whose texture varies much less than the merge tolerance scores near 1.
+    Scores: how distinguishable a region is from its most similar neighbour, ``1 - BC``, where
+    ``BC`` in [0, 1] is the Bhattacharyya coefficient (the overlap) of the two regions' feature
+    distributions, each modelled as a Gaussian with a diagonal covariance. The features are the
+    texture features plus the intensity smoothed over half a period (which tells a spot from
+    its surroundings). A region whose features barely overlap its neighbours' scores near 1, one
+    that is hardly different from a neighbour near 0; a region with no neighbour (the whole
+    image) scores 1.
     """
 
     name = "classical"
@@ -55,11 +74,12 @@ class ClassicalProposer:
         labels = merge_regions(superpixels(gradient, self.settings.classical_segments), maps.features,
                                self.settings.classical_merge_distance)
         labels = refine_boundaries(labels, gradient, margin=maps.window)
-        scores = 1.0 - region_variance(labels, maps.features) / self.settings.classical_merge_distance ** 2
+        labels = _consecutive(np.where(maps.spots > 0, maps.spots + labels.max(), labels))
+        scores = separability(labels, np.concatenate([maps.features, maps.fine[..., None]], axis=-1))
         rows = np.arange(grey.shape[0]) // maps.factor
         cols = np.arange(grey.shape[1]) // maps.factor
         masks = masklib.from_label_map(labels[np.ix_(rows, cols)], int(labels.max()))
-        return Proposals(masks, np.clip(scores, 0.0, 1.0).astype(np.float32))
+        return Proposals(masks, scores.astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -72,19 +92,25 @@ class TextureMaps:
     edges: (h, w, F) float32, the same maps before the log, each divided by its standard
         deviation over the image. The window blends two textures linearly, so their edge is
         where these maps change fastest (in log space it shifts towards the weaker texture).
+    fine: (h, w) float32, the intensity (in units of the image's standard deviation) smoothed
+        over half a lattice period.
+    spots: (h, w) int64, 0 outside the compact spots, 1..S inside them (see :func:`find_spots`).
     factor: the image is ``factor`` times larger than the maps (h = ceil(H / factor)).
     window: sigma of the Gaussian texture window, in working-resolution px.
     """
 
     features: np.ndarray
     edges: np.ndarray
+    fine: np.ndarray
+    spots: np.ndarray
     factor: int
     window: float
 
 
-def dominant_period(grey: np.ndarray) -> float:
+def dominant_period(grey: np.ndarray) -> float | None:
     """Lattice period in px of ``grey: (H, W) float``: the peak of its radially summed power
-    spectrum (Hann-windowed), among periods from 2 px to ``min(H, W) / MIN_PERIODS_PER_SIDE``."""
+    spectrum (Hann-windowed), among periods from 2 px to ``min(H, W) / MIN_PERIODS_PER_SIDE``;
+    None when the spectrum has no peak there (it is largest at the longest period: no lattice)."""
     h, w = grey.shape
     window = np.outer(np.hanning(h), np.hanning(w))
     power = np.abs(np.fft.rfft2((grey - grey.mean()) * window)) ** 2
@@ -92,19 +118,24 @@ def dominant_period(grey: np.ndarray) -> float:
     ring = np.rint(_frequency_radius(grey.shape) * side).astype(np.int64)
     profile = np.bincount(ring.ravel(), power.ravel())
     lowest = min(MIN_PERIODS_PER_SIDE, max(1, side // 2))
-    return side / (lowest + int(np.argmax(profile[lowest:side // 2 + 1])))
+    peak = int(np.argmax(profile[lowest:side // 2 + 1]))
+    return side / (lowest + peak) if peak > 0 else None
 
 
 def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMaps:
     """Texture features of ``grey: (H, W) float``, averaged over a Gaussian window of
-    ``settings.classical_window`` lattice periods, at the working resolution."""
+    ``settings.classical_window`` lattice periods (at most ``settings.classical_max_window``,
+    scaled to the image) outside the compact spots, at the working resolution."""
     from scipy import ndimage
     from skimage.transform import downscale_local_mean
 
     std = float(grey.std())
     g = (grey - grey.mean()) / (std if std > 0 else 1.0)
-    period = dominant_period(g)
+    largest = scale_to_image(settings.classical_max_window, *g.shape)
+    lattice = dominant_period(g)
+    period = largest / settings.classical_window if lattice is None else lattice
     factor = max(1, int(np.ceil(max(g.shape) / settings.classical_work_side)))
+    window = min(settings.classical_window * period, largest) / factor
     spectrum = np.fft.rfft2(g)
     radius_sq = _frequency_radius(g.shape) ** 2
 
@@ -115,14 +146,59 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
     for octave in BAND_OCTAVES:
         sigma = period * 2.0 ** octave / DOG_PERIOD_PER_SIGMA
         maps.append(np.fft.irfft2(spectrum * (lowpass(sigma) - lowpass(2 * sigma)), s=g.shape) ** 2)
-    window = settings.classical_window * period / factor
-    smooth = [ndimage.gaussian_filter(downscale_local_mean(m, (factor, factor)), window, mode="reflect")
+    maps = [downscale_local_mean(m, (factor, factor)) for m in maps]
+    fine = ndimage.gaussian_filter(maps[0], period / 2 / factor, mode="reflect")
+    # In a lattice, atom columns and their defects would pass for spots: only amorphous images get them.
+    spots = (np.zeros(fine.shape, np.int64) if lattice is not None else
+             find_spots(fine, window, settings.classical_blob_contrast, max_radius=SPOT_WINDOWS * window))
+    # The band filters reach about two periods beyond a spot: leave that out of the textures too.
+    outside = ~ndimage.binary_dilation(spots > 0, iterations=int(np.ceil(2 * period / factor)))
+    weight = ndimage.gaussian_filter(outside.astype(np.float64), window, mode="reflect")
+    smooth = [ndimage.gaussian_filter(m * outside, window, mode="reflect") / np.maximum(weight, WEIGHT_FLOOR)
               for m in maps]
     mean, mean_sq, bands = smooth[0], smooth[1], smooth[2:]
     linear = np.stack([mean, np.maximum(mean_sq - mean ** 2, 0.0), *bands], axis=-1)
     features = np.concatenate([linear[..., :1], np.log(linear[..., 1:] + ENERGY_FLOOR)], axis=-1)
     edges = linear / np.maximum(linear.std(axis=(0, 1)), ENERGY_FLOOR)
-    return TextureMaps(features.astype(np.float32), edges.astype(np.float32), factor, window)
+    return TextureMaps(features.astype(np.float32), edges.astype(np.float32), fine.astype(np.float32),
+                       spots, factor, window)
+
+
+def find_spots(fine: np.ndarray, window: float, contrast: float, max_radius: float) -> np.ndarray:
+    """Compact bright or dark spots of ``fine: (h, w) float`` -> labels ``(h, w) int64``, 0
+    outside, 1..S.
+
+    The difference of ``fine`` from its local mean (a Gaussian window of sigma ``window``) is
+    measured in robust standard deviations (1.4826 median absolute deviations); the local mean is
+    then taken again without the pixels beyond ``contrast`` of them, so that a bright spot does
+    not raise its surroundings' mean (and leave them a dark ring). A spot is seeded where the
+    difference still exceeds ``contrast`` and spans the connected pixels, of the same sign, where
+    it is at least half its peak. Spots larger than a disc of ``max_radius`` are textures, not
+    spots, and are dropped.
+    """
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    spots = np.zeros(fine.shape, np.int64)
+    residual = fine - ndimage.gaussian_filter(fine, window, mode="reflect")
+    spread = MAD_TO_STD * float(np.median(np.abs(residual - np.median(residual))))
+    if spread <= 0:
+        return spots
+    usual = (np.abs(residual) <= contrast * spread).astype(np.float64)
+    residual = fine - (ndimage.gaussian_filter(fine * usual, window, mode="reflect")
+                       / np.maximum(ndimage.gaussian_filter(usual, window, mode="reflect"), WEIGHT_FLOOR))
+    for sign in (1.0, -1.0):
+        r = sign * residual
+        seeds = ndimage.label(r > contrast * spread)[0]
+        if not seeds.any():
+            continue
+        extent = watershed(-r, markers=seeds, mask=r > 0)
+        peak = np.concatenate([[np.inf], ndimage.maximum(r, seeds, np.arange(1, seeds.max() + 1))])
+        extent = np.where(r >= peak[extent] / 2, extent, 0)
+        area = np.bincount(extent.ravel())
+        small = (area <= np.pi * max_radius ** 2)[extent] & (extent > 0) & (spots == 0)
+        spots[small] = extent[small] + spots.max()
+    return _consecutive(spots, background=0)
 
 
 def feature_gradient(features: np.ndarray) -> np.ndarray:
@@ -158,7 +234,7 @@ def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float) -
     if not cores.any():
         return labels
     refined = watershed(gradient, markers=np.where(cores, labels, 0))
-    return np.unique(refined, return_inverse=True)[1].reshape(labels.shape) + 1
+    return _consecutive(refined)
 
 
 def merge_regions(labels: np.ndarray, features: np.ndarray, distance: float) -> np.ndarray:
@@ -186,15 +262,31 @@ def merge_regions(labels: np.ndarray, features: np.ndarray, distance: float) -> 
 
     merged = graph.merge_hierarchical(labels, rag, thresh=distance, rag_copy=False, in_place_merge=True,
                                       merge_func=absorb, weight_func=reweigh)
-    return np.unique(merged, return_inverse=True)[1].reshape(labels.shape) + 1
+    return _consecutive(merged)
 
 
-def region_variance(labels: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Mean over features of each region's feature variance: labels 1..K -> ``(K,) float``."""
+def separability(labels: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """How distinguishable each region is from its most similar neighbour, in [0, 1].
+
+    labels: (h, w) int, 1..K consecutive; features: (h, w, F) -> ``(K,) float64``,
+    ``1 - max over adjacent regions of the Bhattacharyya coefficient`` of the two regions'
+    features, each modelled as a Gaussian with diagonal covariance (the region's per-feature
+    mean and variance); 1 for a region without neighbours.
+    """
     count, total = _region_sums(labels, features)
-    _, total_sq = _region_sums(labels, features ** 2)
-    count, total, total_sq = count[1:, None], total[1:], total_sq[1:]
-    return (total_sq / count - (total / count) ** 2).clip(min=0).mean(axis=1)
+    _, total_sq = _region_sums(labels, features.astype(np.float64) ** 2)
+    count = np.maximum(count[:, None], 1)
+    mean = total / count
+    var = np.maximum(total_sq / count - mean ** 2, 0.0) + VARIANCE_FLOOR
+    pairs = _adjacent_pairs(labels)
+    a, b = pairs[:, 0], pairs[:, 1]
+    pooled = (var[a] + var[b]) / 2
+    distance = (((mean[a] - mean[b]) ** 2 / pooled) / 8
+                + np.log(pooled / np.sqrt(var[a] * var[b])) / 2).sum(axis=1)
+    overlap = np.zeros(len(count))
+    np.maximum.at(overlap, a, np.exp(-distance))
+    np.maximum.at(overlap, b, np.exp(-distance))
+    return (1.0 - overlap)[1:]
 
 
 def _region_sums(labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,6 +305,13 @@ def _adjacent_pairs(labels: np.ndarray) -> np.ndarray:
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
     differ = a != b
     return np.unique(np.sort(np.stack([a[differ], b[differ]], axis=1), axis=1), axis=0)
+
+
+def _consecutive(labels: np.ndarray, background: int | None = None) -> np.ndarray:
+    """Renumber the values of ``labels: (h, w) int`` as 1..K in order -> ``(h, w) int64``; a
+    ``background`` value, when given, must be the smallest and becomes 0."""
+    consecutive = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
+    return consecutive + (0 if background is not None and (labels == background).any() else 1)
 
 
 def _frequency_radius(shape: tuple[int, int]) -> np.ndarray:
