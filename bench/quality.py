@@ -58,7 +58,7 @@ def score_one(job: tuple[int, int, int]) -> list[dict]:
     micrograph = load_micrograph(buffer.getvalue())  # the 8-bit file a user would give samiam
     proposals = simulate_sam_proposals(scene, seed=seed)
     true_k = len(scene.names)
-    base = Settings().replace({"proposals.proposer": "classical"})
+    base = Settings.from_env().replace({"proposals.proposer": "classical"})  # SAMIAM_* env overrides apply
     outputs = {"sim-SAM raw": proposals}
     for embedder in EMBEDDERS:
         settings = base.replace({"merging.embedder": embedder})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 
 from samiam.settings import RemovalSettings
 
@@ -21,6 +22,7 @@ def oracle_remove(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> l
     n = len(masks)
     height, width = masks.shape[1:] if masks.ndim == 3 else (0, 0)
     island_pixels = settings.island_area * (height * width) / 1024 ** 2
+    ring = max(1, round(settings.island_ring * (height * width) ** 0.5 / 1024))
     areas = [int(np.sum(m)) for m in masks]
     flags = [set() for _ in range(n)]
     is_child = [False] * n
@@ -48,8 +50,15 @@ def oracle_remove(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> l
             flags[i].add("empty")
         elif covered[i] / areas[i] > settings.compound_covered:
             flags[i].add("compound")
-        if areas[i] < island_pixels and not is_child[i]:
-            flags[i].add("island")
+        if 0 < areas[i] < island_pixels and not is_child[i]:
+            band = binary_dilation(masks[i], np.ones((2 * ring + 1, 2 * ring + 1), bool)) & ~masks[i]
+            others = np.zeros_like(masks[i])
+            for j in range(n):
+                if j != i:
+                    others |= masks[j]
+            surrounded = (band & others).sum() / band.sum() if band.sum() else 0.0
+            if surrounded < settings.island_surrounded:
+                flags[i].add("island")
     priority = ["empty", "redundant", "tiny_child", "compound", "island"]
     return [next((r for r in priority if r in f), None) for f in flags]
 

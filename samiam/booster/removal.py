@@ -13,7 +13,10 @@ the thresholds of :class:`~samiam.settings.RemovalSettings`:
   the authors compute it, so overlapping children count twice; it is computed as
   ``sum(I) / |A|`` in integers, which is the same number without rounding.
 * **island**: a mask smaller than the island area (see :func:`island_area_pixels`) that is
-  no mask's child is removed. A small mask that is a child is judged by the tiny-child rule.
+  no mask's child, and whose surroundings are unsegmented — less than island_surrounded
+  (default: all) of a ring island_ring px wide around it is covered by other masks — is
+  removed (the paper's "island within a greater surrounding region that was not segmented";
+  a particle cut out of its segmented support stays). A small mask that is a child is judged by the tiny-child rule.
 * **empty**: a mask without pixels is removed.
 
 Every rule is evaluated on the original set (removals do not cascade); the removed set is the
@@ -29,7 +32,7 @@ import numpy as np
 
 from samiam import masks as masklib
 from samiam.booster.overlaps import pairwise_intersections
-from samiam.settings import REFERENCE_SIDE, RemovalSettings
+from samiam.settings import REFERENCE_SIDE, RemovalSettings, scale_to_image
 
 REASONS = ("empty", "redundant", "tiny_child", "compound", "island")
 """Removal reasons, in priority order (a mask removed by several rules gets the first)."""
@@ -60,6 +63,33 @@ def island_area_pixels(settings: RemovalSettings, height: int, width: int) -> fl
     return settings.island_area * (height * width) / REFERENCE_SIDE ** 2
 
 
+def ring_width(settings: RemovalSettings, height: int, width: int) -> int:
+    """Island ring width in pixels for a ``height`` x ``width`` image (at least 1)."""
+    return max(1, round(scale_to_image(settings.island_ring, height, width)))
+
+
+def ring_coverage(masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.ndarray:
+    """Fraction of a ``ring``-pixel band around each candidate mask covered by the other masks.
+
+    masks: (N, H, W) bool; candidates: (N,) bool -> (N,) float64 (0 where not a candidate or
+    where the band is empty). The band is the mask dilated by a (2 ring + 1)² square, minus the
+    mask; only each candidate's bounding box (grown by ``ring``) is touched.
+    """
+    from scipy.ndimage import binary_dilation
+
+    coverage = np.zeros(len(masks))
+    square = np.ones((2 * ring + 1, 2 * ring + 1), bool)
+    for i in np.flatnonzero(candidates):
+        rows, cols = np.flatnonzero(masks[i].any(axis=1)), np.flatnonzero(masks[i].any(axis=0))
+        y0, y1 = max(rows[0] - ring, 0), min(rows[-1] + ring + 1, masks.shape[1])
+        x0, x1 = max(cols[0] - ring, 0), min(cols[-1] + ring + 1, masks.shape[2])
+        window = masks[:, y0:y1, x0:x1]
+        band = binary_dilation(window[i], square) & ~window[i]
+        others = np.delete(window, i, axis=0).any(axis=0)
+        coverage[i] = (band & others).sum() / band.sum() if band.any() else 0.0
+    return coverage
+
+
 def remove_masks(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> RemovalResult:
     """Decide which proposals to drop, by the geometric rules above.
 
@@ -86,12 +116,14 @@ def remove_masks(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> Re
     covered = np.where(child & (of_parent > settings.tiny_child), inter, 0).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         cover = np.where(area > 0, covered / area, 0.0)
+    small_orphan = (area > 0) & (area < island_area_pixels(settings, height, width)) & ~child.any(axis=0)
     removed_by = (
         area == 0,
         (redundant & smaller).any(axis=0),
         (child & (of_parent < settings.tiny_child)).any(axis=0),
         cover > settings.compound_covered,
-        (area < island_area_pixels(settings, height, width)) & ~child.any(axis=0),
+        small_orphan & (ring_coverage(masks, small_orphan, ring_width(settings, height, width))
+                        < settings.island_surrounded),
     )
     reasons = np.full(n, None, dtype=object)
     for reason, flagged in zip(reversed(REASONS), reversed(removed_by)):  # first reason wins
