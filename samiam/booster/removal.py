@@ -75,17 +75,19 @@ def ring_coverage(masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.nd
     where the band is empty). The band is the mask dilated by a (2 ring + 1)² square, minus the
     mask; only each candidate's bounding box (grown by ``ring``) is touched.
     """
-    from scipy.ndimage import binary_dilation
+    import cv2
 
     coverage = np.zeros(len(masks))
-    square = np.ones((2 * ring + 1, 2 * ring + 1), bool)
+    square = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
     for i in np.flatnonzero(candidates):
         rows, cols = np.flatnonzero(masks[i].any(axis=1)), np.flatnonzero(masks[i].any(axis=0))
         y0, y1 = max(rows[0] - ring, 0), min(rows[-1] + ring + 1, masks.shape[1])
         x0, x1 = max(cols[0] - ring, 0), min(cols[-1] + ring + 1, masks.shape[2])
         window = masks[:, y0:y1, x0:x1]
-        band = binary_dilation(window[i], square) & ~window[i]
-        others = np.delete(window, i, axis=0).any(axis=0)
+        own = window[i]
+        band = cv2.dilate(own.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0) \
+            .astype(bool) & ~own
+        others = window.sum(axis=0, dtype=np.int32) > own  # some other mask covers the pixel
         coverage[i] = (band & others).sum() / band.sum() if band.any() else 0.0
     return coverage
 
