@@ -18,26 +18,6 @@ from samiam.settings import ProposalSettings
 log = logging.getLogger(__name__)
 
 
-def _mask_generator_class():
-    """``SamAutomaticMaskGenerator`` that survives crops in which no mask passes the thresholds.
-
-    Upstream builds a crop's ``crop_boxes`` with ``torch.tensor([])`` (shape ``(0,)``) when no
-    mask survives; with crop layers on (the paper's setting) and no mask in any crop,
-    ``box_area`` then fails with an IndexError. Here the empty case gets shape ``(0, 4)``.
-    """
-    import torch
-    from segment_anything import SamAutomaticMaskGenerator
-
-    class MaskGenerator(SamAutomaticMaskGenerator):
-        def _process_crop(self, image, crop_box, crop_layer_idx, orig_size):
-            data = super()._process_crop(image, crop_box, crop_layer_idx, orig_size)
-            if len(data["rles"]) == 0:
-                data["crop_boxes"] = torch.zeros((0, 4), dtype=data["boxes"].dtype)
-            return data
-
-    return MaskGenerator
-
-
 def resolve_device(name: str) -> str:
     """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; other names are checked.
 
@@ -64,6 +44,8 @@ class SamProposer:
     """
 
     def __init__(self, settings: ProposalSettings):
+        from samiam.proposals.fast_amg import FastMaskGenerator
+
         deepest = settings.points_per_side // settings.crop_n_points_downscale_factor ** settings.crop_n_layers
         if deepest < 1:
             raise SettingsError(
@@ -75,7 +57,7 @@ class SamProposer:
         self.device = resolve_device(settings.device)
         self.checkpoint = ensure_checkpoint(settings)
         model = load_sam(settings.model_type, self.checkpoint).to(self.device)
-        self._generator = _mask_generator_class()(
+        self._generator = FastMaskGenerator(
             model,
             points_per_side=settings.points_per_side,
             points_per_batch=settings.points_per_batch,
@@ -90,17 +72,16 @@ class SamProposer:
     def propose(self, micrograph: Micrograph) -> Proposals:
         """Masks ``(N, H, W) bool`` and SAM's ``predicted_iou`` (clipped to [0, 1]) as scores.
 
-        Masks without pixels (SAM keeps them when its thresholds are low) are dropped.
+        The masks are exactly ``SamAutomaticMaskGenerator.generate``'s, in its order, computed
+        without its per-mask RLE bookkeeping (:mod:`samiam.proposals.fast_amg`). Masks without
+        pixels (SAM keeps them when its thresholds are low) are dropped.
         """
         import torch
 
         with torch.inference_mode():
-            records = [r for r in self._generator.generate(micrograph.rgb) if r["area"] > 0]
-        if not records:
-            return Proposals.empty(micrograph.rgb.shape[:2])
-        return Proposals(
-            masks=np.stack([r["segmentation"] for r in records]).astype(bool, copy=False),
-            scores=np.clip(np.array([r["predicted_iou"] for r in records], np.float32), 0.0, 1.0))
+            generated = self._generator.generate_arrays(micrograph.rgb)
+        keep = generated.areas > 0
+        return Proposals(masks=generated.masks[keep], scores=np.clip(generated.scores[keep], 0.0, 1.0))
 
 
 def load_sam(model_type: str, checkpoint: Path):
