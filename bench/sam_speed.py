@@ -11,8 +11,11 @@ worst case for the generator's bookkeeping and for the booster).
     python bench/sam_speed.py --models vit_b vit_l vit_h      # on a GPU host
     python bench/sam_speed.py --models vit_b --points 8       # a quick CPU look
 
-Prints one line per (model, thresholds) with encoder time, full generate time, masks,
-booster time and peak memory (GPU: torch.cuda.max_memory_allocated; CPU: ru_maxrss).
+Prints one line per (model, thresholds) with encoder time, full generate time (samiam's
+``FastMaskGenerator`` through ``SamProposer.propose``), masks, booster time and peak memory (GPU:
+torch.cuda.max_memory_allocated; CPU: ru_maxrss). With ``--generator upstream fast`` (the
+default) it also times segment-anything's own ``generate`` path on the same model (upstream_s)
+and checks that both give the same masks and scores (same).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def main() -> None:
     from samiam.booster import merge_masks, remove_masks
     from samiam.booster.embedders import make_embedder
     from samiam.io import load_micrograph
-    from samiam.proposals.sam import SamProposer
+    from samiam.proposals.sam import SamProposer, as_proposals
     from samiam.settings import Settings
     from samiam.synth import generate_scene
 
@@ -56,6 +59,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--points", type=int, default=16, help="points per side (paper: 16)")
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--generator", nargs="+", choices=["upstream", "fast"], default=["upstream", "fast"],
+                        help="which mask generators to time (fast: samiam's, upstream: segment-anything's)")
     args = parser.parse_args()
 
     scene = generate_scene(seed=1, difficulty=1, size=args.size)
@@ -69,7 +74,7 @@ def main() -> None:
     card = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
     print(f"# {time.strftime('%Y-%m-%d')} device={device} ({card}) torch={torch.__version__} "
           f"image={args.size}x{args.size} points_per_side={args.points} random weights")
-    print("model  thresholds  load_s  encoder_s  generate_s  masks  removal_s  merging_s  peak_MB")
+    print("model  thresholds  load_s  encoder_s  generate_s  upstream_s  same  masks  removal_s  merging_s  peak_MB")
     base = Settings()
     embedder = make_embedder(base.merging)
     with tempfile.TemporaryDirectory() as folder:
@@ -92,10 +97,22 @@ def main() -> None:
                     predictor.set_image(micrograph.rgb)
                     _sync(device)
                     encoder_s = time.perf_counter() - started
-                started = time.perf_counter()
-                proposals = proposer.propose(micrograph)
-                _sync(device)
-                generate_s = time.perf_counter() - started
+                upstream = upstream_s = generate_s = None
+                if "upstream" in args.generator:
+                    started = time.perf_counter()
+                    with torch.inference_mode():
+                        upstream = as_proposals(proposer._generator.upstream_arrays(micrograph.rgb))
+                    _sync(device)
+                    upstream_s = time.perf_counter() - started
+                if "fast" in args.generator:
+                    started = time.perf_counter()
+                    proposals = proposer.propose(micrograph)
+                    _sync(device)
+                    generate_s = time.perf_counter() - started
+                same = "-" if upstream is None or generate_s is None else (
+                    "yes" if np.array_equal(upstream.masks, proposals.masks)
+                    and np.array_equal(upstream.scores, proposals.scores) else "NO")
+                proposals = proposals if generate_s is not None else upstream
                 started = time.perf_counter()
                 removal = remove_masks(proposals.masks, base.removal)
                 removal_s = time.perf_counter() - started
@@ -103,11 +120,16 @@ def main() -> None:
                 started = time.perf_counter()
                 merge_masks(micrograph.grey, proposals.masks[kept], proposals.scores[kept], base.merging, embedder)
                 merging_s = time.perf_counter() - started
-                print(f"{model_type:6} {label:10} {load_s:7.2f} {encoder_s:9.3f} {generate_s:10.2f} "
-                      f"{len(proposals.masks):6d} {removal_s:9.3f} {merging_s:9.3f} {peak_memory_mb(device):8.0f}")
-                del proposer, predictor
+                print(f"{model_type:6} {label:10} {load_s:7.2f} {encoder_s:9.3f} {_seconds(generate_s):>10} "
+                      f"{_seconds(upstream_s):>11} {same:>5} {len(proposals.masks):6d} "
+                      f"{removal_s:9.3f} {merging_s:9.3f} {peak_memory_mb(device):8.0f}")
+                del proposer, predictor, proposals, upstream
                 if device == "cuda":
                     torch.cuda.empty_cache()
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _sync(device: str) -> None:

@@ -79,9 +79,14 @@ class SamProposer:
         import torch
 
         with torch.inference_mode():
-            generated = self._generator.generate_arrays(micrograph.rgb)
-        keep = generated.areas > 0
-        return Proposals(masks=generated.masks[keep], scores=np.clip(generated.scores[keep], 0.0, 1.0))
+            return as_proposals(self._generator.generate_arrays(micrograph.rgb))
+
+
+def as_proposals(generated) -> Proposals:
+    """A generator's :class:`~samiam.proposals.fast_amg.GeneratedMasks` without its empty masks,
+    scores clipped to [0, 1]."""
+    keep = generated.areas > 0
+    return Proposals(masks=generated.masks[keep], scores=np.clip(generated.scores[keep], 0.0, 1.0))
 
 
 def load_sam(model_type: str, checkpoint: Path):
