@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from browser import ARTIFACTS, headless_chromium, require_e2e
 from label_studio import (
     EMAIL,
     PASSWORD,
@@ -40,7 +41,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "lsfo_lattice_haadf.jpg"
-ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "label-studio-labeling-page.png"
 LABELS = {"Material A": "#ff00ff", "Material B": "#00ffff", "Material C": "#ffff00"}
 CONFIG = ("<View><Image name=\"image\" value=\"$image\"/><BrushLabels name=\"tag\" toName=\"image\">"
@@ -58,13 +58,6 @@ colour that must belong to its material (the rest: edges, rescaling, the brush's
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        if os.environ.get("SAMIAM_REQUIRE_E2E"):
-            pytest.fail(f"end-to-end prerequisite missing: {what}")
-        pytest.skip(f"end-to-end prerequisite missing: {what}")
-
-
 def _gunicorn(env: dict, work: Path, name: str) -> tuple[str, subprocess.Popen]:
     port = free_port()
     with open(work / f"{name}.log", "wb") as log:
@@ -77,8 +70,8 @@ def _gunicorn(env: dict, work: Path, name: str) -> tuple[str, subprocess.Popen]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    _require(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
-    _require(shutil.which("redis-server") is not None, "redis-server")
+    require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
+    require_e2e(shutil.which("redis-server") is not None, "redis-server")
     from redis_server import RedisServer
     from service_processes import start_worker
 
@@ -226,21 +219,9 @@ def test_late_predictions_arrive_by_write_back(stack):
 def _screenshot_labeling_page(url: str, project_id: int, task_id: int, work: Path) -> np.ndarray:
     """Log in, open the task in the labeling page, and return the screenshot cropped to the
     image as shown: (h, w, 3) uint8. Also saved under test-artifacts/ (full page)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    _require(chromium is not None and driver_path is not None, "chromium and chromedriver")
-    options = Options()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--force-device-scale-factor=1", "--window-size=1400,1000",
-                 f"--user-data-dir={work / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = headless_chromium("1400,1000", work / "chromium-profile")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         driver.get(url + "/user/login/")

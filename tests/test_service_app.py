@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
+from fake_label_studio import LABEL_CONFIG, PROJECT, TOKEN, task, two_texture_png
 
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app
@@ -27,13 +27,6 @@ NO_BRUSH_CONFIG = '<View><Image name="image" value="$image"/><Choices name="c" t
 def make_config(**changes) -> ServiceConfig:
     return ServiceConfig(**{"model_version": "test-v1", "settings": CLASSICAL,
                             "writeback_retry_intervals_s": (0,), **changes})
-
-
-@pytest.fixture
-def label_studio():
-    server = FakeLabelStudio()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -61,13 +54,10 @@ def client(make_app, label_studio):
     return client
 
 
-def task(task_id: int, url: str) -> dict:
-    return {"id": task_id, "data": {"image": url}, "project": 1, "annotations": [], "predictions": []}
-
 
 def predict(client, tasks, **extra):
     return client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                         "project": "1.1700000000", "params": {}, **extra})
+                                         "project": PROJECT, "params": {}, **extra})
 
 
 def wait_for_state(client, task_id: int, state: str, timeout_s: float = 30.0) -> dict:

@@ -9,12 +9,19 @@ Flask's test client, the fake Label Studio. A 2048 px image keeps a job busy for
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
 import pytest
 import redis
-from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
+from fake_label_studio import (
+    LABEL_CONFIG,
+    PROJECT,
+    TOKEN,
+    FakeLabelStudio,
+    predict_in_thread,
+    task,
+    two_texture_png,
+)
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from service_processes import kill_busy_worker, start_worker, stop_all, wait_until
@@ -26,17 +33,9 @@ from samiam.settings import Settings
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
-PROJECT = "1.1700000000"
 BIG = 2048
 """Side (px) of the image that keeps a worker busy for seconds (about 3 s on a 2-core box)."""
 LEASE = {"SAMIAM_JOB_LEASE_S": "2", "SAMIAM_WORKER_HEARTBEAT_S": "0.5"}
-
-
-@pytest.fixture
-def label_studio():
-    server = FakeLabelStudio()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -58,19 +57,7 @@ def worker_env(redis_url: str, label_studio: FakeLabelStudio, **extra: str) -> d
             "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": TOKEN, **LEASE, **extra}
 
 
-def task(task_id: int, url: str) -> dict:
-    return {"id": task_id, "data": {"image": url}, "project": 1}
 
-
-def predict_in_thread(client, tasks) -> dict:
-    answer = {}
-
-    def post():
-        answer["response"] = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                                           "project": PROJECT})
-    answer["thread"] = threading.Thread(target=post)
-    answer["thread"].start()
-    return answer
 
 
 def counters(client) -> dict[str, float]:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
+from fake_label_studio import (
+    LABEL_CONFIG,
+    PROJECT,
+    TOKEN,
+    predict_in_thread,
+    task,
+    two_texture_png,
+)
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from rq.registry import FailedJobRegistry
@@ -27,20 +34,12 @@ from samiam.settings import Settings
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "1.1700000000"
 
 
 @pytest.fixture
 def redis_server(tmp_path):
     with RedisServer(tmp_path / "redis") as server:
         yield server
-
-
-@pytest.fixture
-def label_studio():
-    server = FakeLabelStudio()
-    yield server
-    server.close()
 
 
 def make_config(redis_server, label_studio, **changes) -> ServiceConfig:
@@ -51,20 +50,7 @@ def make_config(redis_server, label_studio, **changes) -> ServiceConfig:
         "writeback_retry_intervals_s": (0,), **changes})
 
 
-def task(task_id: int, url: str) -> dict:
-    return {"id": task_id, "data": {"image": url}, "project": 1}
 
-
-def predict_in_thread(client, tasks) -> dict:
-    """POST /predict from a thread; ``answer["response"]`` appears when it returns."""
-    answer = {}
-
-    def post():
-        answer["response"] = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                                           "project": PROJECT, "params": {}})
-    answer["thread"] = threading.Thread(target=post)
-    answer["thread"].start()
-    return answer
 
 
 def wait_until(condition, timeout_s: float = 30.0, what: str = "condition") -> None:

@@ -8,7 +8,6 @@ finished and failed counts, and the refused task's reason; it must also reload i
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,42 +15,19 @@ from pathlib import Path
 
 import pytest
 import requests
+from browser import ARTIFACTS, headless_chromium, require_e2e
 from fake_label_studio import LABEL_CONFIG, TOKEN, FakeLabelStudio, two_texture_png
 from label_studio import free_port, stop, wait_for
 from redis_server import RedisServer, redis_server_bin
 from service_processes import start_worker, stop_all, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = [pytest.mark.e2e]
 
 
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        if os.environ.get("SAMIAM_REQUIRE_E2E"):
-            pytest.fail(f"browser-test prerequisite missing: {what}")
-        pytest.skip(f"browser-test prerequisite missing: {what}")
-
-
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    _require(chromium is not None and driver is not None, "chromium and chromedriver")
-    options = Options()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def test_status_page_shows_workers_counts_and_failures(tmp_path):
-    _require(redis_server_bin() is not None, "redis-server")
+    require_e2e(redis_server_bin() is not None, "redis-server")
     studio = FakeLabelStudio()
     redis = RedisServer(tmp_path / "redis").start()
     processes = []
@@ -74,7 +50,7 @@ def test_status_page_shows_workers_counts_and_failures(tmp_path):
         assert [f["task"] for f in answer["failed"]] == [2]  # the refused host; task 1 is written back
         studio.wait_for_predictions(1)
 
-        driver = _chromium()
+        driver = headless_chromium("1200,900")
         ARTIFACTS.mkdir(exist_ok=True)
         try:
             driver.get(backend + "/")
