@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from samiam.booster.crops import cut_crops, grid_coverage, interior_boxes, sample_crops
+from samiam.booster.crops import crop_grid, cut_crops, grid_coverage, interior_boxes, sample_crops
 
 
 def _masks(rng, n=6, size=96):
@@ -74,3 +74,28 @@ def test_cut_crops_and_interior_boxes():
     corner = np.zeros((1, 40, 50), bool)
     corner[0, :3, :3] = True
     np.testing.assert_array_equal(interior_boxes(corner, 6), [[0, 0, 6, 6]])
+
+
+@pytest.mark.parametrize("reach", [0, 1, 2])
+def test_crop_grid_keeps_every_owned_candidate_and_marks_those_near_each_mask(reach):
+    masks = _masks(np.random.default_rng(6), size=80)
+    size, inside = 10, 0.9
+    grid = crop_grid(masks, size, inside, reach)
+    step = size // 2
+    origins = range(0, 80 - size + 1, step)
+    expected_boxes, expected_owned, expected_near = [], [], []
+    for y in origins:
+        for x in origins:
+            owned = [m[y:y + size, x:x + size].sum() >= inside * size * size for m in masks]
+            if not any(owned):
+                continue
+            # near: some candidate within `reach` steps in rows and columns overlaps the mask
+            near = [any(m[v:v + size, u:u + size].any()
+                        for v in origins if abs(v - y) <= reach * step
+                        for u in origins if abs(u - x) <= reach * step) for m in masks]
+            expected_boxes.append((y, x, y + size, x + size))
+            expected_owned.append(owned)
+            expected_near.append(near)
+    np.testing.assert_array_equal(grid.boxes, expected_boxes)
+    np.testing.assert_array_equal(grid.owned, np.array(expected_owned).T)
+    np.testing.assert_array_equal(grid.near, np.array(expected_near).T)

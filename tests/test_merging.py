@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from samiam.booster.embedders import make_embedder
-from samiam.booster.grouping import group_masks, separation
+from samiam.booster.grouping import group_masks, separation, step_ratio
 from samiam.booster.merging import crop_side, merge_masks
 from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings
@@ -191,3 +191,45 @@ def test_group_masks_merges_closest_first_up_to_the_threshold_and_the_cap():
     np.testing.assert_array_equal(group_masks(features, owner, np.arange(4), 5.0, 6), [0, 1, 0, 2])
     np.testing.assert_array_equal(group_masks(features, owner, np.arange(4), 5.0, 2), [0, 0, 0, 1])
     np.testing.assert_array_equal(group_masks(features, owner, np.array([3, 1]), 1e9, 6), [0, 0])
+
+
+def ramp_lattice(gain_of_row):
+    """The period-6 px lattice of :func:`halves`, its brightness scaled row by row by
+    ``gain_of_row: (SIZE,) float``; three horizontal bands as masks."""
+    y, x = np.mgrid[:SIZE, :SIZE].astype(float)
+    clean = 0.5 + (np.cos(2 * np.pi * x / 6) + np.cos(2 * np.pi * y / 6)) / 8
+    grey = gain_of_row[:, None] * clean + np.random.default_rng(4).normal(0, 0.02, clean.shape)
+    rows = np.arange(SIZE)
+    bands = np.stack([(rows >= top) & (rows < top + SIZE // 3 + 1) for top in (0, SIZE // 3, 2 * SIZE // 3)])
+    return grey.astype(np.float32), np.repeat(bands[:, :, None], SIZE, axis=2)
+
+
+def test_separation_estimator_keeps_a_brightness_ramp_as_one_material():
+    ramp = np.linspace(0.8, 1.2, SIZE)  # 40 % brighter from top to bottom, no step
+    grey, masks = ramp_lattice(ramp)
+    # the whole-band test alone sees three materials ...
+    assert merge(grey, masks, k_estimator="separation", step_ratio=0.0, step_reach=0.0).n_materials_estimated == 3
+    # ... the step test across the band boundaries sees a gradient
+    result = merge(grey, masks, k_estimator="separation")
+    assert result.n_materials_estimated == 1 and len(result.materials) == 1
+
+
+def test_separation_estimator_splits_a_four_percent_step_between_two_lattices():
+    # the bottom band is a second lattice 4 % brighter; the top two bands are one lattice
+    grey, masks = ramp_lattice(np.where(np.arange(SIZE) >= 2 * SIZE // 3, 1.04, 1.0))
+    result = merge(grey, masks, k_estimator="separation")
+    assert result.n_materials_estimated == 2
+    assert result.assignment[0] == result.assignment[1] != result.assignment[2]
+
+
+def test_step_ratio_is_the_projected_near_difference():
+    rng = np.random.default_rng(5)
+    all_a, all_b = rng.normal(0, 1, (30, 2)), rng.normal(0, 1, (40, 2)) + [2.0, 0.0]
+    spread = np.sqrt((all_a.var(axis=0) + all_b.var(axis=0)) / 2)
+    whole = (all_a.mean(axis=0) - all_b.mean(axis=0)) / spread
+    near_a, near_b = all_a[:10], all_b[:10]
+    near = (near_a.mean(axis=0) - near_b.mean(axis=0)) / spread
+    expected = (near[0] * whole[0] + near[1] * whole[1]) / (whole[0] ** 2 + whole[1] ** 2)
+    assert step_ratio(near_a, near_b, all_a, all_b) == pytest.approx(expected)
+    assert step_ratio(all_a, all_b, all_a, all_b) == pytest.approx(1.0)
+    assert step_ratio(near_a, near_b, all_a, all_a) == np.inf

@@ -9,6 +9,10 @@ with :func:`numpy.add.reduceat`), so the cost is one pass over the mask stack.
 
 Masks too thin or too small for any grid crop can still be looked at through
 :func:`interior_boxes`: one crop centred on the mask's most interior pixel.
+
+:func:`crop_grid` keeps *every* qualifying candidate instead of a sample, and marks which candidates
+lie near each mask (a dilation on the coarse grid of the candidates that touch it): the crops on
+either side of the place where two masks meet.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ class CropSample:
     def counts(self, n_masks: int) -> np.ndarray:
         """Number of crops of each mask: ``(n_masks,) int64``."""
         return np.bincount(self.owner, minlength=n_masks).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CropGrid:
+    """Every grid candidate that lies enough inside at least one mask.
+
+    boxes: (C, 4) int64, (y0, x0, y1, x1) of each such candidate, row-major over the grid.
+    owned: (N, C) bool, the candidate lies at least the asked fraction inside mask n.
+    near: (N, C) bool, the candidate is at most ``reach`` grid steps (in rows and in columns)
+        from a candidate that overlaps mask n by at least one pixel.
+    """
+
+    boxes: np.ndarray
+    owned: np.ndarray
+    near: np.ndarray
 
 
 def grid_origins(length: int, crop_size: int) -> np.ndarray:
@@ -95,6 +114,22 @@ def sample_crops(masks: np.ndarray, crop_size: int, per_mask: int, inside: float
     y0, x0 = ys[row], xs[col]
     boxes = np.stack([y0, x0, y0 + crop_size, x0 + crop_size], axis=1).astype(np.int64)
     return CropSample(boxes=boxes.reshape(-1, 4), owner=owner.astype(np.int64))
+
+
+def crop_grid(masks: np.ndarray, crop_size: int, inside: float, reach: int) -> CropGrid:
+    """All grid candidates of side ``crop_size`` lying at least ``inside`` (a fraction) in some mask
+    of ``masks: (N, H, W) bool``, which masks own them and which masks they lie within ``reach``
+    grid steps (of ``crop_size // 2`` px) of; see :class:`CropGrid`."""
+    n = len(masks)
+    ys, xs, covered = grid_coverage(masks, crop_size)
+    owned = covered >= inside * crop_size * crop_size
+    near = ndimage.maximum_filter(covered > 0, size=(1, 2 * reach + 1, 2 * reach + 1), mode="constant")
+    keep = owned.any(axis=0)
+    row, col = np.nonzero(keep)
+    y0, x0 = ys[row], xs[col]
+    boxes = np.stack([y0, x0, y0 + crop_size, x0 + crop_size], axis=1).astype(np.int64)
+    return CropGrid(boxes=boxes.reshape(-1, 4), owned=owned[:, keep].reshape(n, -1),
+                    near=near[:, keep].reshape(n, -1))
 
 
 def interior_boxes(masks: np.ndarray, crop_size: int) -> np.ndarray:

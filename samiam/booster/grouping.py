@@ -12,11 +12,23 @@ smallest separation (pooling their crops), until the smallest is at least the th
 are no more groups than allowed. The merging step feeds it the *intensity* features of the crops
 (mean, standard deviation, percentiles): they do not change across an antiphase boundary or a
 rotated grain, which the lattice-sensitive feature blocks do not survive exactly.
+
+A brightness gradient across one material (thickness changing over the field of view) also makes
+two masks' means differ. :class:`StepTest` tells the two apart where two groups meet: a material
+boundary is a *step*, so crops on either side close to where they meet differ as much as the
+whole groups do; along a gradient, close crops differ only a little. Two adjacent groups that
+fail the whole-group test are still one material when their near-boundary crops do not differ
+significantly, or when the near-boundary difference, projected on the whole-group difference, is
+less than ``max_ratio`` of it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from samiam.booster.crops import CropGrid
 
 
 def separation(a: np.ndarray, b: np.ndarray) -> float:
@@ -30,36 +42,92 @@ def separation(a: np.ndarray, b: np.ndarray) -> float:
     return float(t2.mean())
 
 
+@dataclass(frozen=True)
+class StepTest:
+    """The step test across the boundary of two groups of masks (module docstring).
+
+    grid: every grid crop of the masks (:func:`samiam.booster.crops.crop_grid`), with
+    features: (C, F) float, one row per crop of ``grid.boxes``.
+    threshold: separation below which near-boundary crops show no difference.
+    max_ratio: near-boundary difference / whole-group difference below which it is a gradient.
+    min_crops: crops each group needs near the other for the two to count as adjacent (>= 2).
+    """
+
+    grid: CropGrid
+    features: np.ndarray
+    threshold: float
+    max_ratio: float
+    min_crops: int
+
+    def same(self, a: list[int], b: list[int]) -> bool:
+        """True when the groups of masks ``a`` and ``b`` are adjacent and show no step where they
+        meet; False when they show one or do not meet (then only the whole-group test speaks)."""
+        owned_a, owned_b = self.grid.owned[a].any(axis=0), self.grid.owned[b].any(axis=0)
+        only_a, only_b = owned_a & ~owned_b, owned_b & ~owned_a
+        near_a = only_a & self.grid.near[b].any(axis=0)
+        near_b = only_b & self.grid.near[a].any(axis=0)
+        if min(near_a.sum(), near_b.sum()) < self.min_crops:
+            return False
+        rows_a, rows_b = self.features[near_a], self.features[near_b]
+        if separation(rows_a, rows_b) < self.threshold:
+            return True
+        return step_ratio(rows_a, rows_b, self.features[only_a], self.features[only_b]) < self.max_ratio
+
+
+def step_ratio(near_a: np.ndarray, near_b: np.ndarray, all_a: np.ndarray, all_b: np.ndarray) -> float:
+    """Difference of the means of ``near_a: (Na, F)`` and ``near_b: (Nb, F)`` projected on the
+    difference of the means of ``all_a: (Ma, F)`` and ``all_b: (Mb, F)``, as a fraction of the
+    latter, each column in units of its pooled within-group standard deviation (over ``all_*``).
+    About 1 for a step between a and b, near 0 for a smooth gradient; infinity when the whole
+    groups do not differ at all."""
+    spread = np.sqrt((all_a.var(axis=0) + all_b.var(axis=0)) / 2)
+    scale = np.where(spread > 0, spread, 1.0)
+    whole = (all_a.mean(axis=0) - all_b.mean(axis=0)) / scale
+    near = (near_a.mean(axis=0) - near_b.mean(axis=0)) / scale
+    norm = float(whole @ whole)
+    return float(near @ whole) / norm if norm > 0 else float("inf")
+
+
 def group_masks(features: np.ndarray, owner: np.ndarray, masks: np.ndarray, threshold: float,
-                max_groups: int) -> np.ndarray:
+                max_groups: int, step: StepTest | None = None) -> np.ndarray:
     """Agglomerate ``masks: (G,) int`` (mask indices, each owning at least two rows) by the
     separation of their crops.
 
     features: (M, F) float, one row per crop; owner: (M,) int, the mask of each row.
     Returns ``(G,) int64`` group labels 0..n_groups-1, numbered by first appearance in ``masks``.
-    Groups are merged, closest first, while the closest pair is separated by less than
-    ``threshold`` or there are more than ``max_groups`` groups.
+    Two groups are *alike* when their separation is below ``threshold`` or, given ``step``, when
+    :meth:`StepTest.same` says so. The closest alike pair is merged first, while any is left;
+    then the closest pairs while there are more than ``max_groups`` groups.
     """
     members = [[int(m)] for m in masks]
     rows = [features[owner == m] for m in masks]
     n = len(members)
     distance = np.full((n, n), np.inf)
+    alike = np.zeros((n, n), bool)
+
+    def compare(i: int, j: int) -> None:
+        distance[i, j] = distance[j, i] = separation(rows[i], rows[j])
+        alike[i, j] = alike[j, i] = bool(distance[i, j] < threshold or (
+            step is not None and step.same(members[i], members[j])))
+
     for i in range(n):
         for j in range(i + 1, n):
-            distance[i, j] = distance[j, i] = separation(rows[i], rows[j])
+            compare(i, j)
     alive = np.ones(n, bool)
     while alive.sum() > 1:
-        masked = np.where(alive[:, None] & alive[None, :], distance, np.inf)
-        i, j = np.unravel_index(np.argmin(masked), masked.shape)
-        if masked[i, j] >= threshold and alive.sum() <= max_groups:
+        pairs = alive[:, None] & alive[None, :] & ~np.eye(n, dtype=bool)
+        if (pairs & alike).any():
+            pairs &= alike
+        elif alive.sum() <= max_groups:
             break
+        masked = np.where(pairs, np.minimum(distance, np.finfo(float).max), np.inf)
+        i, j = np.unravel_index(np.argmin(masked), masked.shape)
         i, j = min(i, j), max(i, j)
         members[i] += members[j]
         rows[i] = np.concatenate([rows[i], rows[j]])
         alive[j] = False
-        distance[j, :] = distance[:, j] = np.inf
         for other in np.flatnonzero(alive):
             if other != i:
-                distance[i, other] = distance[other, i] = separation(rows[i], rows[other])
+                compare(i, other)
     group_of = {m: g for g, i in enumerate(np.flatnonzero(alive)) for m in members[i]}
     return np.array([group_of[int(m)] for m in masks], np.int64)

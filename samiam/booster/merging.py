@@ -22,13 +22,17 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
      real micrographs with strong intensity gradients, but misses materials that differ only by a
      few per cent in intensity.
    * ``separation``: from the masks themselves (:func:`samiam.booster.grouping.group_masks`):
-     masks with at least ``min_group_crops`` grid crops are grouped, closest first, while the
-     intensity features of two groups' crops differ by less than ``same_material_t2`` (mean
-     squared Welch t) or there are more than ``max_materials`` groups; K is the number of groups.
-     A test over many crops separates materials a few per cent apart in intensity (synthetic
-     classes 2 and 3), and intensity features do not change across antiphase boundaries and
-     rotated grains; but a thickness gradient of tens of per cent across one lattice (as in
-     ``samples/lsfo_lattice_haadf.jpg``) is split too.
+     masks with at least ``min_group_crops`` grid crops are grouped, closest first, while two
+     groups are alike: the intensity features of their crops differ by less than
+     ``same_material_t2`` (mean squared Welch t), or they meet and show no *step* where they meet
+     (:class:`samiam.booster.grouping.StepTest` on every grid crop within ``step_reach`` crop
+     sides of the other group, :func:`samiam.booster.crops.crop_grid`: the near-boundary crops do
+     not differ significantly, or their difference is less than ``step_ratio`` of the whole
+     groups' difference); then while there are more than ``max_materials`` groups. K is the
+     number of groups. A test over many crops separates materials a few per cent apart in
+     intensity (synthetic classes 2 and 3), intensity features do not change across antiphase
+     boundaries and rotated grains, and the step test keeps one lattice with a thickness gradient
+     of tens of per cent (``samples/lsfo_lattice_haadf.jpg``) in one piece.
 
    Give ``materials`` when it is known, as the paper does.
 5. **Clusters and votes.** When there are no more masks with crops than K, nothing is merged
@@ -55,9 +59,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from samiam import masks as masklib
-from samiam.booster.crops import CropSample, cut_crops, interior_boxes, sample_crops
+from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_boxes, sample_crops
 from samiam.booster.embedders import TextureEmbedder, intensity_features
-from samiam.booster.grouping import group_masks
+from samiam.booster.grouping import StepTest, group_masks
 from samiam.errors import SettingsError
 from samiam.settings import MergingSettings, scale_to_image
 
@@ -123,7 +127,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     if settings.materials is not None:
         k, estimated = min(settings.materials, n_eligible), None
     else:
-        k = estimated = estimate_materials(grey, sample, features[fit_rows], n_eligible, settings)
+        k = estimated = estimate_materials(grey, masks, sample, features[fit_rows], n_eligible, settings)
 
     cluster = np.full(n, -1, np.int64)
     support = np.zeros(n)
@@ -148,16 +152,18 @@ def _check(settings: MergingSettings) -> None:
          f"one of {', '.join(K_ESTIMATORS)}"),
         ("same_material_t2", settings.same_material_t2, settings.same_material_t2 > 0, "positive"),
         ("min_group_crops", settings.min_group_crops, settings.min_group_crops >= 2, "at least 2"),
+        ("step_ratio", settings.step_ratio, settings.step_ratio >= 0, "at least 0"),
+        ("step_reach", settings.step_reach, settings.step_reach >= 0, "at least 0"),
     ) if not ok]
     if problems:
         raise SettingsError("; ".join(problems))
 
 
-def estimate_materials(grey: np.ndarray, sample: CropSample, features: np.ndarray, n_masks: int,
-                       settings: MergingSettings) -> int:
-    """Number of materials shown by the grid crops ``sample`` of ``grey: (H, W)`` (their standardised
-    embeddings ``features: (M, D)``) of the ``n_masks`` masks that have crops of some kind, by
-    ``settings.k_estimator`` (step 4 of the module docstring)."""
+def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, features: np.ndarray,
+                       n_masks: int, settings: MergingSettings) -> int:
+    """Number of materials shown by the grid crops ``sample`` of ``masks: (N, H, W) bool`` on
+    ``grey: (H, W)`` (their standardised embeddings ``features: (M, D)``), ``n_masks`` of which
+    have crops of some kind, by ``settings.k_estimator`` (step 4 of the module docstring)."""
     k_max = min(settings.max_materials, n_masks)
     if settings.k_estimator == "silhouette":
         k, score = best_silhouette(features, k_max, settings.seed)
@@ -168,9 +174,20 @@ def estimate_materials(grey: np.ndarray, sample: CropSample, features: np.ndarra
         founders = np.flatnonzero(counts >= 2)
     if len(founders) <= 1:
         return 1
-    intensity = intensity_features(cut_crops(grey, sample.boxes))
-    groups = group_masks(intensity, sample.owner, founders, settings.same_material_t2, k_max)
+    side = int(sample.boxes[0, 2] - sample.boxes[0, 0])
+    reach = max(round(settings.step_reach * side / max(side // 2, 1)), 0)
+    grid = crop_grid(masks, side, settings.crop_inside, reach)
+    grid_features = intensity_features(cut_crops(grey, grid.boxes))
+    step = StepTest(grid, grid_features, settings.same_material_t2, settings.step_ratio,
+                    settings.min_group_crops)
+    groups = group_masks(grid_features[_grid_rows(grid.boxes, sample.boxes, grey.shape[1])],
+                         sample.owner, founders, settings.same_material_t2, k_max, step)
     return int(groups.max()) + 1
+
+
+def _grid_rows(grid_boxes: np.ndarray, boxes: np.ndarray, width: int) -> np.ndarray:
+    """Row of ``grid_boxes: (C, 4)`` (row-major, distinct) holding each of ``boxes: (M, 4)``."""
+    return np.searchsorted(grid_boxes[:, 0] * width + grid_boxes[:, 1], boxes[:, 0] * width + boxes[:, 1])
 
 
 def best_silhouette(features: np.ndarray, k_max: int, seed: int) -> tuple[int, float]:
