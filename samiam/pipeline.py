@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from samiam import masks as masklib
-from samiam.booster import merge_masks, remove_masks
+from samiam.booster import k_estimator_for, merge_masks, remove_masks
 from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.io import ImageSource, Micrograph, load_micrograph
 from samiam.proposals import Proposer, make_proposer
@@ -105,7 +105,8 @@ class Engine:
         timings["removal_s"] = time.perf_counter() - started
         started = time.perf_counter()
         kept = np.flatnonzero(removal.keep)
-        merged = merge_masks(micrograph.grey, masks[kept], scores[kept], settings.merging, embedder)
+        merging = k_estimator_for(settings.merging, proposer_name)
+        merged = merge_masks(micrograph.grey, masks[kept], scores[kept], merging, embedder)
         timings["merging_s"] = time.perf_counter() - started
         assignment = np.full(len(masks), -1, np.int64)
         assignment[kept] = merged.assignment

@@ -120,14 +120,15 @@ class MergingSettings:
     embedder: str = "default"
     embedder_checkpoint: str | None = None
     seed: int = 0
-    k_estimator: str = "silhouette"
+    k_estimator: str = "auto"
     """How K is estimated when ``materials`` is None: ``silhouette`` (best KMeans silhouette over
-    crops, K = 1 below ``min_silhouette``) or ``separation`` (masks grouped by a test on their
+    crops, K = 1 below ``min_silhouette``), ``separation`` (masks grouped by a test on their
     crops' intensity statistics, ``same_material_t2``, plus a step test where two groups meet,
-    ``step_ratio``). ``separation`` finds K far more often on synthetic stacks of similar materials
-    and keeps one lattice with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole,
-    but the classical proposer + booster scores lower with it (``bench/quality.py --n 8``: mIoU
-    73.2 vs 76.0), so it is not the default."""
+    ``step_ratio``), or ``auto``: ``silhouette`` for the classical proposer's masks and
+    ``separation`` for SAM's and given ones, the better of the two for each in
+    ``bench/quality.py --n 8 --size 1024`` (SAM-like masks: mIoU 92.6 vs 76.2; classical: 76.0
+    vs 73.2). ``separation`` keeps one lattice with a thickness gradient
+    (``samples/lsfo_lattice_haadf.jpg``) whole."""
     min_silhouette: float = 0.575
     """``silhouette`` estimator: if no k >= 2 reaches this silhouette score on the crop features,
     the image holds one material (K = 1). Set by ``bench/embedder_choice.py`` (the threshold that

@@ -110,3 +110,31 @@ def test_bad_inputs_are_named_errors():
     scene = generate_scene(seed=7, difficulty=1, size=128)
     with pytest.raises(MaskSetError, match="128x128"):
         samiam.boost(png_bytes(scene.image), np.zeros((2, 64, 64), bool))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_k_is_found_for_near_identical_materials_from_sam_like_masks(seed):
+    """Difficulty 3 (a few per cent intensity apart): ``auto`` uses the separation estimator on
+    SAM-like masks and finds every material; silhouette alone merges them into one."""
+    scene = generate_scene(seed=seed, difficulty=3, size=SIZE)
+    proposals = simulate_sam_proposals(scene, seed=seed)
+    image = png_bytes(scene.image)
+
+    found = samiam.boost(image, proposals, Settings())
+    merged = samiam.boost(image, proposals, Settings().replace({"merging.k_estimator": "silhouette"}))
+
+    assert len(found.materials) == len(scene.names)
+    assert len(merged.materials) == 1
+
+
+def test_auto_k_estimator_depends_on_the_proposer():
+    from samiam.booster import k_estimator_for
+    from samiam.settings import MergingSettings
+
+    auto = MergingSettings()
+    assert auto.k_estimator == "auto"
+    assert k_estimator_for(auto, "classical").k_estimator == "silhouette"
+    assert k_estimator_for(auto, "sam-vit_l").k_estimator == "separation"
+    assert k_estimator_for(auto, "given").k_estimator == "separation"
+    explicit = MergingSettings(k_estimator="silhouette")
+    assert k_estimator_for(explicit, "sam-vit_l") is explicit
