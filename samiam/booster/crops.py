@@ -66,29 +66,18 @@ def grid_coverage(masks: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.nda
     masks: (N, H, W) bool. Returns ``ys: (ny,) int64`` and ``xs: (nx,) int64`` (crop origins) and
     ``inside: (N, ny, nx) int64``, the number of pixels of crop (ys[i], xs[j]) inside mask n.
     """
+    import cv2
+
     n, h, w = masks.shape
     ys, xs = grid_origins(h, crop_size), grid_origins(w, crop_size)
-    if n == 0 or len(ys) == 0 or len(xs) == 0:
-        return ys, xs, np.zeros((n, len(ys), len(xs)), np.int64)
-    row_starts, row_index = _grid_lines(ys, crop_size, h)
-    col_starts, col_index = _grid_lines(xs, crop_size, w)
-    blocks = np.add.reduceat(masks, row_starts, axis=1, dtype=np.int64)
-    blocks = np.add.reduceat(blocks, col_starts, axis=2, dtype=np.int64)
-    integral = np.zeros((n, len(row_starts) + 1, len(col_starts) + 1), np.int64)
-    integral[:, 1:, 1:] = blocks.cumsum(axis=1).cumsum(axis=2)
-    y0, y1 = row_index
-    x0, x1 = col_index
-    inside = (integral[:, y1[:, None], x1[None, :]] - integral[:, y0[:, None], x1[None, :]]
-              - integral[:, y1[:, None], x0[None, :]] + integral[:, y0[:, None], x0[None, :]])
+    inside = np.zeros((n, len(ys), len(xs)), np.int64)
+    if len(ys) == 0 or len(xs) == 0:
+        return ys, xs, inside
+    y0, y1, x0, x1 = ys[:, None], ys[:, None] + crop_size, xs[None, :], xs[None, :] + crop_size
+    for k, mask in enumerate(masks):
+        integral = cv2.integral(np.ascontiguousarray(mask).view(np.uint8))  # (H+1, W+1) int32
+        inside[k] = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
     return ys, xs, inside
-
-
-def _grid_lines(origins: np.ndarray, crop_size: int, length: int) -> tuple[np.ndarray, tuple]:
-    """Block starts along one axis and, for each crop, the integral-image indices of its two edges."""
-    lines = np.union1d(np.concatenate(([0], origins)), origins + crop_size)
-    starts = lines[lines < length]
-    edges = np.append(starts, length)
-    return starts, (np.searchsorted(edges, origins), np.searchsorted(edges, origins + crop_size))
 
 
 def sample_crops(masks: np.ndarray, crop_size: int, per_mask: int, inside: float,
