@@ -41,6 +41,30 @@ def areas(masks: np.ndarray) -> np.ndarray:
     return masks.sum(axis=(1, 2), dtype=np.int64)
 
 
+def area_weighted_mean(masks: np.ndarray, values: np.ndarray) -> float:
+    """Mean of ``values: (N,)`` weighted by the masks' areas (``masks: (N, H, W) bool``); 0 when
+    every mask is empty."""
+    sizes = areas(masks)
+    total = sizes.sum()
+    return float((np.asarray(values, np.float64) * sizes).sum() / total) if total else 0.0
+
+
+def bounding_boxes(masks: np.ndarray) -> np.ndarray:
+    """Bounding boxes ``(y0, x0, y1, x1)`` with exclusive ends: ``(N, H, W) bool -> (N, 4) int64``,
+    all zeros for an empty mask."""
+    y0, y1 = _extents(masks.any(axis=2))
+    x0, x1 = _extents(masks.any(axis=1))
+    return np.stack([y0, x0, y1, x1], axis=1)
+
+
+def _extents(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L) bool -> first True and one past the last True per row: two (N,) int64 (0, 0 if none)."""
+    nonempty = occupied.any(axis=1)
+    first = occupied.argmax(axis=1)
+    end = occupied.shape[1] - occupied[:, ::-1].argmax(axis=1)
+    return np.where(nonempty, first, 0).astype(np.int64), np.where(nonempty, end, 0).astype(np.int64)
+
+
 def to_label_map(masks: np.ndarray) -> np.ndarray:
     """Paint a stack of (possibly overlapping) masks into a label map.
 

@@ -136,18 +136,9 @@ def _draw_legend(image: np.ndarray, lines: list[str], colours: np.ndarray) -> No
 
 
 def _boxes(masks: np.ndarray) -> np.ndarray:
-    """Bounding boxes ``[x, y, width, height]``: (K, H, W) bool -> (K, 4) int64, zeros when empty."""
-    xs, widths = _extents(masks.any(axis=1))
-    ys, heights = _extents(masks.any(axis=2))
-    return np.stack([xs, ys, widths, heights], axis=1).astype(np.int64)
-
-
-def _extents(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, L) bool -> index of the first True and length up to the last True, per row (0, 0 if none)."""
-    nonempty = occupied.any(axis=1)
-    first = np.where(nonempty, occupied.argmax(axis=1), 0)
-    end = occupied.shape[1] - occupied[:, ::-1].argmax(axis=1)
-    return first, np.where(nonempty, end - first, 0)
+    """COCO bounding boxes ``[x, y, width, height]``: (K, H, W) bool -> (K, 4) int64, zeros when empty."""
+    y0, x0, y1, x1 = masklib.bounding_boxes(masks).T
+    return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -50,8 +50,7 @@ class Segmentation:
     @property
     def score(self) -> float:
         """Overall confidence: area-weighted mean of the material scores (0 when empty)."""
-        sizes = masklib.areas(self.materials)
-        return float((self.scores * sizes).sum() / sizes.sum()) if sizes.sum() else 0.0
+        return masklib.area_weighted_mean(self.materials, self.scores)
 
 
 class Engine:

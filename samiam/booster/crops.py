@@ -23,6 +23,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
+from samiam import masks as masklib
+
 
 @dataclass(frozen=True)
 class CropSample:
@@ -130,10 +132,8 @@ def interior_boxes(masks: np.ndarray, crop_size: int) -> np.ndarray:
     """
     n, h, w = masks.shape
     boxes = np.zeros((n, 4), np.int64)
-    for i, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        top, left = rows[0], cols[0]
-        window = np.pad(mask[top:rows[-1] + 1, left:cols[-1] + 1], 1)
+    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
+        window = np.pad(mask[top:bottom, left:right], 1)
         depth = ndimage.distance_transform_edt(window)
         cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
         y0 = np.clip(top + cy - 1 - crop_size // 2, 0, h - crop_size)

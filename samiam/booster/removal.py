@@ -80,9 +80,9 @@ def ring_coverage(masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.nd
     coverage = np.zeros(len(masks))
     square = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
     for i in np.flatnonzero(candidates):
-        rows, cols = np.flatnonzero(masks[i].any(axis=1)), np.flatnonzero(masks[i].any(axis=0))
-        y0, y1 = max(rows[0] - ring, 0), min(rows[-1] + ring + 1, masks.shape[1])
-        x0, x1 = max(cols[0] - ring, 0), min(cols[-1] + ring + 1, masks.shape[2])
+        (top, left, bottom, right), = masklib.bounding_boxes(masks[i:i + 1])  # a view, no copy
+        y0, y1 = max(top - ring, 0), min(bottom + ring, masks.shape[1])
+        x0, x1 = max(left - ring, 0), min(right + ring, masks.shape[2])
         window = masks[:, y0:y1, x0:x1]
         own = window[i]
         band = cv2.dilate(own.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0) \

@@ -22,7 +22,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
 from samiam.labelstudio.config import BrushConfig
-from samiam.masks import areas
+from samiam.masks import area_weighted_mean
 
 BRUSH_VALUE = 255
 """Mask value written to all four RGBA channels: alpha 255 so the region is visible in the editor."""
@@ -143,9 +143,7 @@ def predictions_from_segmentation(materials: np.ndarray, scores: np.ndarray, con
         "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
         "score": float(score),
     } for mask, score, label in zip(materials, scores, config.labels)]
-    sizes = areas(materials)
-    overall = float((scores * sizes).sum() / sizes.sum()) if sizes.sum() else 0.0
-    return {"result": result, "score": overall, "model_version": model_version}
+    return {"result": result, "score": area_weighted_mean(materials, scores), "model_version": model_version}
 
 
 def materials_from_results(results: list[dict]) -> tuple[np.ndarray, list[str]]:
