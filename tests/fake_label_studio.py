@@ -1,6 +1,12 @@
-"""A tiny HTTP server on 127.0.0.1 playing the two Label Studio routes the service uses:
-``GET /data/upload/<project>/<file>`` (needs ``Authorization: Token <TOKEN>``) and
-``POST /api/predictions/`` (records the prediction, answers 201 like Label Studio 1.23)."""
+"""A tiny HTTP server on 127.0.0.1 playing the Label Studio routes the service uses, as Label
+Studio 1.23.2 answers them (``/work/shared/notes/label-studio-1.23-protocol.md`` §6), each
+needing ``Authorization: Token <TOKEN>``:
+
+* ``GET /data/upload/<project>/<file>``: the image bytes;
+* ``POST /api/predictions/``: records the prediction (its ``result`` as given, region ids
+  included), answers 201 with it, its ``id`` and ``project``;
+* ``GET /api/predictions/?task=ID``: the task's stored predictions, a JSON list.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PIL import Image
@@ -60,6 +67,9 @@ class FakeLabelStudio:
         self.refused_writes = 0
         self.refuse_next_writes = 0
         """How many of the next prediction POSTs to refuse with 400 (as for an unknown task)."""
+        self.lose_next_answers = 0
+        """How many of the next prediction POSTs to store but answer by dropping the connection
+        (the answer lost on the way, as when the backend's worker dies before reading it)."""
         self._lock = threading.Lock()
         server = self
 
@@ -94,6 +104,12 @@ class FakeLabelStudio:
     def _get(self, handler) -> None:
         if handler.headers.get("Authorization") != f"Token {TOKEN}":
             return self._send(handler, 401, b'{"detail": "Authentication credentials were not provided."}')
+        parts = urlsplit(handler.path)
+        if parts.path.rstrip("/") == "/api/predictions":
+            task_id = parse_qs(parts.query).get("task", [""])[0]
+            with self._lock:
+                stored = [self._stored(i) for i, p in enumerate(self.predictions) if str(p["task"]) == task_id]
+            return self._send(handler, 200, json.dumps(stored).encode())
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
         data, content_type = self.files[handler.path]
@@ -110,8 +126,16 @@ class FakeLabelStudio:
                 self.refused_writes += 1
                 return self._send(handler, 400, b'{"task": ["Invalid pk - object does not exist."]}')
             self.predictions.append(body)
-            answer = dict(body, id=len(self.predictions), project=1)
+            answer = self._stored(len(self.predictions) - 1)
+            if self.lose_next_answers > 0:
+                self.lose_next_answers -= 1
+                handler.close_connection = True
+                return None
         return self._send(handler, 201, json.dumps(answer).encode())
+
+    def _stored(self, index: int) -> dict:
+        """Prediction ``index`` as Label Studio returns it (its id is ``index + 1``)."""
+        return dict(self.predictions[index], id=index + 1, project=1)
 
     def wait_for_predictions(self, count: int, timeout_s: float = 30.0) -> list[dict]:
         deadline = time.monotonic() + timeout_s

@@ -188,7 +188,7 @@ def test_label_studio_stores_the_engines_masks_and_draws_them(stack):
     assert version
     masks = {name: _check_stored(stored[tasks[name]], data, env, version) for name, data in images.items()}
     states = requests.get(f"{stack['backend']}/jobs?project={project}", timeout=5).json()["counts"]
-    assert states["done"] == 2 and states["written"] == 0, states  # answered in time, not written back
+    assert states["answered"] == 2 and states["written"] == 0, states  # answered in time, not written back
 
     scene_masks, scene_labels = masks["scene.png"]
     screen = _screenshot_labeling_page(studio.url, project, tasks["scene.png"], stack["work"])

@@ -89,7 +89,7 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_
         metrics = counters(client)
         assert metrics["samiam_jobs_requeued_total"] == 1 and metrics["samiam_jobs_started_total"] == 2
         assert metrics["samiam_jobs_finished_total"] == 1
-        assert client.get("/jobs?project=1").get_json()["tasks"][0]["state"] == "done"
+        assert client.get("/jobs?project=1").get_json()["tasks"][0]["state"] == "answered"
         assert workers[killed].returncode == -signal.SIGKILL
 
 

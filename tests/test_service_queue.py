@@ -3,6 +3,7 @@ in-process burst workers), the real engine (classical proposer) and a fake Label
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
+from samiam.errors import QueueUnavailableError
 from samiam.labelstudio.results import materials_from_results
-from samiam.service import ServiceConfig, create_app
-from samiam.service.queue import connect, make_store
+from samiam.service import ServiceConfig, create_app, jobs
+from samiam.service.queue import RQDispatcher, connect, make_store
 from samiam.service.store import MemoryStore
 from samiam.service.worker import run_worker
 from samiam.settings import Settings
@@ -44,7 +46,7 @@ def redis_server(tmp_path):
 
 def make_config(redis_server, label_studio, **changes) -> ServiceConfig:
     return ServiceConfig(**{
-        "redis_url": redis_server.url, "model_version": "test-v1",
+        "redis_url": redis_server.url if redis_server else None, "model_version": "test-v1",
         "settings": Settings().replace({"proposals.proposer": "classical"}),
         "label_studio_url": label_studio.url, "label_studio_api_key": TOKEN,
         "writeback_retry_intervals_s": (0,), **changes})
@@ -73,19 +75,42 @@ def store(request, tmp_path):
         yield make_store(config, connect(config, 1.0))
 
 
-def test_deposits_before_the_close_go_to_the_web_tier_and_after_it_to_the_job(store):
-    store.open_batch("b")
+def test_deposits_before_the_close_go_to_the_closer_and_after_it_to_the_job(store):
+    store.open_batch("b", PROJECT, time.time() + 60)
     assert store.deposit("b", 1, {"ok": True, "prediction": {"result": [1]}})
-    assert store.collected("b") == {"1": {"ok": True, "prediction": {"result": [1]}}}
-    assert store.close_batch("b") == {"1": {"ok": True, "prediction": {"result": [1]}}}
-    assert not store.deposit("b", 2, {"ok": True, "prediction": {}})  # the job must write back
+    assert store.deposit("b", 2, {"ok": False, "reason": "not an image"})
+    assert store.progress("b") == (2, 1)
+    assert store.close_batch("b") == {"1": {"ok": True, "prediction": {"result": [1]}},
+                                      "2": {"ok": False, "reason": "not an image"}}
+    assert store.close_batch("b") is None  # closed once: nobody hands the outcomes over twice
+    assert not store.deposit("b", 3, {"ok": True, "prediction": {}})  # the job must write back
+    assert store.deposit("b", 1, {"ok": True, "prediction": {}})  # a re-run: the closer delivered it
     assert not store.deposit("never-opened", 3, {"ok": True, "prediction": {}})
+
+
+def test_a_deposit_after_the_waiters_deadline_is_left_to_the_job(store):
+    store.open_batch("gone", PROJECT, time.time() - 1)  # its /predict died, the grace has passed
+    assert not store.deposit("gone", 1, {"ok": True, "prediction": {"result": [1]}})
+    assert store.progress("gone") == (0, 0)
+
+
+def test_expired_open_batches_are_swept_once(store):
+    store.open_batch("gone", PROJECT, time.time() + 0.3)
+    store.open_batch("waiting", PROJECT, time.time() + 60)
+    assert store.deposit("gone", 1, {"ok": True, "prediction": {"result": [1]}})
+    assert store.deposit("waiting", 2, {"ok": True, "prediction": {"result": [2]}})
+    assert store.sweep_expired_batches() == []
+    time.sleep(0.4)
+    assert store.sweep_expired_batches() == [(PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}})]
+    assert store.sweep_expired_batches() == []
+    assert store.close_batch("gone") is None  # its web tier, back too late, delivers nothing
+    assert store.close_batch("waiting") == {"2": {"ok": True, "prediction": {"result": [2]}}}
 
 
 def test_concurrent_deposits_and_close_deliver_every_outcome_exactly_once(store):
     for round_ in range(5):
         batch, delivered_by_jobs = f"race{round_}", []
-        store.open_batch(batch)
+        store.open_batch(batch, PROJECT, time.time() + 60)
 
         def job(task_id, batch=batch, delivered=delivered_by_jobs):
             if not store.deposit(batch, task_id, {"ok": True, "prediction": {}}):
@@ -100,6 +125,16 @@ def test_concurrent_deposits_and_close_deliver_every_outcome_exactly_once(store)
         for thread in threads:
             thread.join()
         assert sorted(list(closed) + delivered_by_jobs, key=int) == [str(i) for i in range(20)]
+
+
+def test_project_stats_count_per_label_studio_project_id(store):
+    store.count_for_project("5.1796079499", "computed", 3)
+    store.count_for_project("5.1796079499", "delivered", 2)
+    store.count_for_project(5, "delivered")
+    store.record_failure({"project": "5.1796079499", "task": 9, "state": "failed", "reason": "not an image"})
+    assert store.project_stats() == {"5": {"computed": 3, "delivered": 3, "failed": 0,
+                                           "last_failure": "not an image"}}
+    assert store.failures()[0]["project"] == "5"
 
 
 # -- web tier + workers --------------------------------------------------------------------------
@@ -131,7 +166,7 @@ def test_a_worker_process_answers_predict_and_shows_its_device(redis_server, lab
         for prediction, shape in zip(results, shapes):
             masks, _ = materials_from_results(prediction["result"])
             assert masks.shape[1:] == shape and prediction["model_version"] == "test-v1"
-        assert client.get("/jobs?project=1").get_json()["counts"]["done"] == 2
+        assert client.get("/jobs?project=1").get_json()["counts"]["answered"] == 2
         assert label_studio.predictions == []
     finally:
         worker.terminate()  # by PID: a warm shutdown
@@ -196,3 +231,111 @@ def test_redis_going_away_mid_request_gives_503_and_health_stays_up(redis_server
     assert health.status_code == 200 and time.perf_counter() - started < 1.0
     assert health.get_json()["redis"] == "down" and health.get_json()["ready"] is False
     assert client.get("/").status_code == 200 and client.get("/metrics").status_code == 503
+
+
+# -- every finished prediction reaches Label Studio exactly once --------------------------------
+
+def vanishing_waits(app, monkeypatch, error: Exception) -> None:
+    """Make the /predict of ``app`` fail while it waits, leaving its batch open: as when Redis
+    goes away mid-wait (503) or its web process is killed."""
+    def fail(batch_id, timeout_s):
+        raise error
+    monkeypatch.setattr(app.extensions["samiam"]["store"], "wait_for_deposit", fail)
+
+
+def test_a_prediction_finished_after_predict_answered_503_is_written_back(tmp_path, label_studio):
+    server = RedisServer(tmp_path / "redis", persistent=True).start()
+    try:
+        config = make_config(server, label_studio, predict_deadline_s=1.0, batch_grace_s=0.0)
+        client = create_app(config).test_client()
+        queue = Queue(config.queue_name, connection=redis.Redis.from_url(server.url))
+        pending = predict_in_thread(client, [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))])
+        wait_until(lambda: queue.count == 1, 10, "the job to be queued")
+        server.stop()  # Redis away while /predict waits
+        pending["thread"].join(10)
+        assert pending["response"].status_code == 503
+        server.start()  # the job survived (append-only file); its /predict is gone
+        time.sleep(1.0)  # past the deadline: nobody will close the batch
+        assert run_worker(config, burst=True)
+        assert [p["task"] for p in label_studio.predictions] == [1]
+        record = client.get("/jobs?project=1").get_json()["tasks"][0]
+        assert record["state"] == "written", record
+    finally:
+        server.stop()
+
+
+def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
+    config = make_config(redis_server, label_studio, predict_deadline_s=1.5, batch_grace_s=0.0)
+    app = create_app(config)
+    client = app.test_client()
+    vanishing_waits(app, monkeypatch, QueueUnavailableError("Redis went away"))
+    answer = client.post("/predict", json={"tasks": [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i)))
+                                                     for i in (1, 2)], "label_config": LABEL_CONFIG, "project": PROJECT})
+    assert answer.status_code == 503
+    assert run_worker(config, burst=True)  # within the deadline: both deposited in the open batch
+    assert label_studio.predictions == []
+    assert client.get("/jobs?project=1").get_json()["counts"]["computed"] == 2
+    connection = connect(config)
+    store = make_store(config, connection)
+    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
+    assert jobs.hand_over_expired(runtime) == 0  # the deadline has not passed: /predict may still answer
+    time.sleep(1.5)
+    assert jobs.hand_over_expired(runtime) == 2
+    assert jobs.hand_over_expired(runtime) == 0
+    assert run_worker(config, burst=True)
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 2]
+    assert client.get("/jobs?project=1").get_json()["counts"]["written"] == 2
+
+
+def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, monkeypatch):
+    config = make_config(None, label_studio, predict_deadline_s=2.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        url = label_studio.add_file("a.png", two_texture_png(64, 64))
+        body = {"tasks": [task(1, url)], "label_config": LABEL_CONFIG, "project": PROJECT}
+        assert len(client.post("/predict", json=body).get_json()["results"]) == 1  # the engine is loaded
+        vanishing_waits(app, monkeypatch, RuntimeError("the web process died"))
+        assert client.post("/predict", json={**body, "tasks": [task(2, url)]}).status_code == 500
+        assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
+        record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
+        assert record["state"] == "written"
+        time.sleep(0.5)
+        assert len(label_studio.predictions) == 1
+    finally:
+        app.extensions["samiam"]["dispatcher"].shutdown()
+
+
+def test_a_write_back_whose_answer_was_lost_is_stored_once(redis_server, label_studio):
+    config = make_config(redis_server, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
+    client = create_app(config).test_client()
+    label_studio.lose_next_answers = 1  # stored, but the answer never reaches the worker
+    client.post("/predict", json={"tasks": [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))],
+                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    run_worker(config, burst=True)
+    assert [p["task"] for p in label_studio.predictions] == [1]
+    record = client.get("/jobs?project=1").get_json()["tasks"][0]
+    assert record["state"] == "written" and "earlier attempt" in record["reason"], record
+
+
+def test_status_page_and_jobs_tell_computed_from_delivered_per_project(redis_server, label_studio, caplog):
+    config = make_config(redis_server, label_studio, predict_deadline_s=0.0)
+    client = create_app(config).test_client()
+    tasks = [task(1, label_studio.add_file("a.png", two_texture_png(64, 64))),
+             task(2, label_studio.add_file("notes.png", b"plain text", "text/plain"))]
+    with caplog.at_level(logging.WARNING, logger="samiam.service.batch"):
+        answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
+    assert answer.get_json()["late"] == [1, 2]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("project 1, task 1: not finished within PREDICT_DEADLINE_S") for m in warnings)
+    assert any(m.startswith("project 1, task 2: not finished") for m in warnings)
+    assert run_worker(config, burst=True)
+    states = client.get("/jobs?project=1").get_json()
+    assert states["counts"]["written"] == 1 and states["counts"]["failed"] == 1
+    assert states["totals"]["computed"] == 1 and states["totals"]["delivered"] == 1
+    assert states["totals"]["failed"] == 1 and "not an image" in states["totals"]["last_failure"]
+    page = client.get("/").get_data(as_text=True)
+    row = page[page.index('<table id="projects">'):].split("</table>")[0]
+    cells = [c.split("</td>")[0] for c in row.split("<td>")[1:]]
+    assert cells[:4] == ["1", "1", "1", "1"] and "not an image" in cells[4], cells
+    assert "1.1700000000" not in page

@@ -234,22 +234,43 @@ def _sdk_client(url: str, api_key: str, timeout_s: float) -> LabelStudio:
     return LabelStudio(base_url=url, api_key=api_key, timeout=timeout_s)
 
 
+def _sdk_call(failed: str, access: LabelStudioAccess, call):
+    """``call(sdk client)``; Label Studio unknown, unreachable or refusing -> :class:`WriteBackError`
+    starting with ``failed``."""
+    if not access.url or not access.api_key:
+        raise WriteBackError(f"{failed}: Label Studio's URL and API key are needed "
+                             f"(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
+    try:
+        return call(_sdk_client(access.url, access.api_key, access.timeout_s))
+    except ApiError as error:
+        raise WriteBackError(f"{failed} at {access.url}: HTTP {error.status_code} {str(error.body)[:200]}") from None
+    except httpx.HTTPError as error:
+        raise WriteBackError(f"{failed} at {access.url}: {error}") from None
+
+
 def write_prediction(task_id: int, prediction: dict, access: LabelStudioAccess) -> int:
     """Store ``prediction`` (``{"result", "score", "model_version"}``) on task ``task_id`` in
     Label Studio (``POST /api/predictions``); returns the new prediction's id.
 
+    Posted once: the SDK's own retries (after a lost answer, or a 5xx) are turned off, because
+    Label Studio may have stored the prediction already; the caller retries after checking
+    :func:`task_predictions`. Raises :class:`WriteBackError` when Label Studio is unknown,
+    unreachable or refuses.
+    """
+    created = _sdk_call(f"cannot write the prediction of task {task_id} back", access,
+                        lambda sdk: sdk.predictions.create(task=task_id, result=prediction["result"],
+                                                           score=prediction.get("score"),
+                                                           model_version=prediction.get("model_version"),
+                                                           request_options={"max_retries": 0}))
+    return int(created.id)
+
+
+def task_predictions(task_id: int, access: LabelStudioAccess) -> list[dict]:
+    """The predictions Label Studio holds for task ``task_id`` (``GET /api/predictions?task=ID``),
+    as ``{"id", "result", "model_version"}`` dicts.
+
     Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses.
     """
-    if not access.url or not access.api_key:
-        raise WriteBackError(f"cannot write the prediction of task {task_id} back: Label Studio's URL "
-                             f"and API key are needed (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
-    failed = f"cannot write the prediction of task {task_id} to {access.url}"
-    try:
-        created = _sdk_client(access.url, access.api_key, access.timeout_s).predictions.create(
-            task=task_id, result=prediction["result"], score=prediction.get("score"),
-            model_version=prediction.get("model_version"))
-    except ApiError as error:
-        raise WriteBackError(f"{failed}: HTTP {error.status_code} {str(error.body)[:200]}") from None
-    except httpx.HTTPError as error:
-        raise WriteBackError(f"{failed}: {error}") from None
-    return int(created.id)
+    stored = _sdk_call(f"cannot list the predictions of task {task_id}", access,
+                       lambda sdk: sdk.predictions.list(task=task_id))
+    return [{"id": p.id, "result": p.result, "model_version": p.model_version} for p in stored]

@@ -38,7 +38,9 @@ from samiam.service.store import MemoryStore, project_id
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed", "writing_back", "written", "writeback_failed")
+STATES = ("queued", "running", "computed", "answered", "failed", "writing_back", "written", "writeback_failed")
+"""Task states in ``/jobs`` (see :mod:`samiam.service.jobs`): ``computed`` is a prediction not yet
+delivered; ``answered`` and ``written`` are delivered (in the /predict answer, through the API)."""
 
 
 def _backend(config: ServiceConfig, engine_factory: Callable | None):
@@ -158,11 +160,8 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
                      **_overrides((body.get("params") or {}).get("samiam"), "params.samiam")}
         model.settings_for(label_config, overrides)  # bad names or values: 400 now, not per task
         answer = predict_batch(tasks, label_config, project, overrides, store=store, dispatcher=dispatcher,
-                               deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s)
-        if not answer.results:
-            log.warning("project %s: answered /predict empty (Label Studio stores nothing); failed %s; "
-                        "late (written back when done) %s; written back now %s", project,
-                        {f["task"]: f["reason"] for f in answer.failed}, answer.late, answer.written_back)
+                               deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s,
+                               grace_s=config.batch_grace_s)
         return jsonify(answer.to_json())
 
     @app.post("/webhook")
@@ -191,18 +190,21 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
             counts[record["state"]] = counts.get(record["state"], 0) + 1
         tasks = sorted(({"task": int(k) if k.isdigit() else k, **v} for k, v in records.items()),
                        key=lambda r: r["updated"], reverse=True)
-        return jsonify(project=project_id(project), counts=counts, tasks=tasks)
+        totals = store.project_stats().get(project_id(project), {})
+        return jsonify(project=project_id(project), counts=counts, totals=totals, tasks=tasks)
 
     @app.get("/")
     def status():
-        error, counters, failures, depth = None, {}, [], None
+        error, counters, failures, depth, projects = None, {}, [], None, {}
         try:
             counters, failures, depth = store.counters(), store.failures(), dispatcher.queue_depth()
+            projects = store.project_stats()
         except QueueUnavailableError as unavailable:
             error = str(unavailable)
         html = status_page.render(
             model_version=config.model_version, mode=mode, redis=_redis_state(), queue_depth=depth,
-            workers=_workers(), counters=counters, failures=failures, refresh_s=config.status_refresh_s,
+            workers=_workers(), projects=projects, counters=counters, failures=failures,
+            refresh_s=config.status_refresh_s,
             error=error)
         return Response(html, mimetype="text/html")
 

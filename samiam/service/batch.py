@@ -10,16 +10,25 @@ So the answer is all-or-nothing:
   that *did* succeed is written back through the Label Studio API instead (now for the finished
   ones, by the job itself for the late ones), and failed tasks stay without a prediction so
   that they are predicted again next time. No empty prediction is ever stored.
+
+Either way the batch is closed first: the close decides which outcomes this request delivers.
+The batch carries the deadline plus ``grace_s``: should this request die before closing it
+(Redis away, its process killed), the sweep of expired batches
+(:func:`samiam.service.jobs.hand_over_expired`) writes its finished predictions back, and jobs
+finishing after that write back their own.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 
-from samiam.service.jobs import Dispatcher
-from samiam.service.store import Store
+from samiam.service.jobs import Dispatcher, write_back_later
+from samiam.service.store import Store, project_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class BatchAnswer:
     failed: list[dict] = field(default_factory=list)
     """``{"task": id, "reason": text}`` per failed task."""
     late: list = field(default_factory=list)
-    """Ids of tasks still queued or running at the deadline (their jobs write them back)."""
+    """Ids of tasks not finished at the deadline (their jobs write them back)."""
     written_back: list = field(default_factory=list)
     """Ids of finished tasks whose predictions are being written back through the API."""
 
@@ -43,7 +52,7 @@ class BatchAnswer:
 
 
 def predict_batch(tasks: list[dict], label_config: str, project: str, overrides: dict, *,
-                  store: Store, dispatcher: Dispatcher, deadline_s: float, poll_s: float,
+                  store: Store, dispatcher: Dispatcher, deadline_s: float, poll_s: float, grace_s: float,
                   clock=time.monotonic) -> BatchAnswer:
     """Run ``tasks`` (Label Studio task dicts with unique ``id``) and answer within ``deadline_s``.
 
@@ -51,30 +60,43 @@ def predict_batch(tasks: list[dict], label_config: str, project: str, overrides:
     """
     ends = clock() + deadline_s
     batch_id = uuid.uuid4().hex
-    store.open_batch(batch_id)
-    for task in tasks:
-        store.set_task(project, task["id"], "queued", batch=batch_id)
-        dispatcher.submit_predict(task, label_config, project, overrides, batch_id)
-        store.incr("jobs_queued")
-    outcomes = store.collected(batch_id)
+    ids = [task["id"] for task in tasks]
+    store.open_batch(batch_id, project, time.time() + deadline_s + grace_s)
+    store.set_tasks(project, ids, "queued", batch=batch_id)
+    dispatcher.submit_predictions(tasks, label_config, project, overrides, batch_id)
+    store.incr("jobs_queued", len(tasks))
+    deposited, failed = store.progress(batch_id)
     # A failed task means an empty answer anyway: hand over at once instead of waiting.
-    while len(outcomes) < len(tasks) and all(o["ok"] for o in outcomes.values()) and clock() < ends:
+    while deposited < len(tasks) and not failed and clock() < ends:
         store.wait_for_deposit(batch_id, min(poll_s, ends - clock()))
-        outcomes = store.collected(batch_id)
-    if len(outcomes) == len(tasks) and all(o["ok"] for o in outcomes.values()):
+        deposited, failed = store.progress(batch_id)
+    outcomes = store.close_batch(batch_id) or {}  # None: a sweep took it over (this request was too slow)
+    answered = [outcomes.get(str(task_id)) for task_id in ids]
+    if all(outcome is not None and outcome["ok"] for outcome in answered):
         store.incr("batches_answered")
-        return BatchAnswer([outcomes[str(task["id"])]["prediction"] for task in tasks])
-    outcomes = store.close_batch(batch_id)
+        store.set_tasks(project, ids, "answered", batch=batch_id)
+        store.count_for_project(project, "delivered", len(ids))
+        return BatchAnswer([outcome["prediction"] for outcome in answered])
     store.incr("batches_handed_over")
     answer = BatchAnswer([], [], [], [])
-    for task in tasks:
-        outcome = outcomes.get(str(task["id"]))
+    for task_id, outcome in zip(ids, answered):
         if outcome is None:
-            answer.late.append(task["id"])
+            answer.late.append(task_id)
         elif not outcome["ok"]:
-            answer.failed.append({"task": task["id"], "reason": outcome["reason"]})
+            answer.failed.append({"task": task_id, "reason": outcome["reason"]})
         else:
-            store.set_task(project, task["id"], "writing_back", batch=batch_id)
-            dispatcher.submit_write_back(task["id"], outcome["prediction"], project)
-            answer.written_back.append(task["id"])
+            write_back_later(store, dispatcher, project, task_id, outcome["prediction"], batch_id,
+                             "its /predict answered empty (another task failed or was late)")
+            answer.written_back.append(task_id)
+    _log_undelivered(project, answer, deadline_s)
     return answer
+
+
+def _log_undelivered(project: str, answer: BatchAnswer, deadline_s: float) -> None:
+    """One WARNING per failed or late task: Label Studio only says "Retrieved N predictions"."""
+    for failure in answer.failed:
+        log.warning("project %s, task %s: failed, no prediction stored: %s", project_id(project),
+                    failure["task"], failure["reason"])
+    for task_id in answer.late:
+        log.warning("project %s, task %s: not finished within PREDICT_DEADLINE_S=%g s; its job writes it "
+                    "back when done", project_id(project), task_id, deadline_s)

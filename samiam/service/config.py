@@ -26,6 +26,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SAMIAM_MODEL_VERSION": ("model_version", str),
     "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
     "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
+    "SAMIAM_BATCH_GRACE_S": ("batch_grace_s", float),
     "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
     "SAMIAM_PREDICT_RETRIES": ("predict_retries", int), "SAMIAM_JOB_LEASE_S": ("job_lease_s", int),
     "SAMIAM_WORKER_HEARTBEAT_S": ("worker_heartbeat_s", float),
@@ -62,6 +63,10 @@ class ServiceConfig:
     """``SAMIAM_POLL_INTERVAL_S``: longest single blocking wait of ``/predict`` on Redis (a
     finished task wakes it at once; this only bounds how late it notices the deadline). Must be
     below ``SAMIAM_REDIS_TIMEOUT_S``."""
+    batch_grace_s: float = 10.0
+    """``SAMIAM_BATCH_GRACE_S``: a ``/predict`` batch still open this long after its deadline lost
+    its request (503 while Redis was away, web process killed): its finished predictions are
+    written back by the workers' sweep, and predictions finishing later by their jobs."""
     job_timeout_s: int = 900
     """``SAMIAM_JOB_TIMEOUT_S``: a worker kills one task's job after this long."""
     predict_retries: int = 2

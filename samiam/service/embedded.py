@@ -2,7 +2,9 @@
 
 One thread runs predictions (so inference is serialised and one engine, loaded on the first
 task, serves them all); another runs write-backs and waits between their retries without
-holding up predictions. Nothing survives a restart: this is the laptop mode of ``samiam serve``.
+holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
+whose ``/predict`` went away unanswered (:func:`samiam.service.jobs.hand_over_expired`).
+Nothing survives a restart: this is the laptop mode of ``samiam serve``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ class EmbeddedDispatcher:
         self._write_backs = ThreadPoolExecutor(1, thread_name_prefix="samiam-write-back")
         self._pending = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep, name="samiam-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.config.worker_heartbeat_s):
+            if self.runtime is not None:
+                try:
+                    jobs.hand_over_expired(self.runtime)
+                except Exception:  # a bug here must not stop the next sweeps
+                    log.exception("hand-over of expired batches failed")
 
     def _counted(self, function, *args):
         try:
@@ -42,8 +55,9 @@ class EmbeddedDispatcher:
             self._pending += 1
         executor.submit(self._counted, function, *args)
 
-    def submit_predict(self, task, label_config, project, overrides, batch_id):
-        self._submit(self._predictions, jobs.predict_task, task, label_config, project, overrides, batch_id)
+    def submit_predictions(self, tasks, label_config, project, overrides, batch_id):
+        for task in tasks:
+            self._submit(self._predictions, jobs.predict_task, task, label_config, project, overrides, batch_id)
 
     def submit_write_back(self, task_id, prediction, project):
         self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)
@@ -71,6 +85,8 @@ class EmbeddedDispatcher:
                  "job": None}]
 
     def shutdown(self) -> None:
+        self._stop.set()
+        self._sweeper.join()
         self._predictions.shutdown(wait=True)
         self._write_backs.shutdown(wait=True)
 

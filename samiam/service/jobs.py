@@ -1,10 +1,14 @@
 """The two jobs of the service, as plain importable functions (RQ runs them by name).
 
 * :func:`predict_task` — one Label Studio task: download its image, look the prediction up in
-  the cache or segment it with the loaded engine, deposit the outcome in its batch, and when the
-  batch was already answered (late), write the prediction back to Label Studio.
-* :func:`write_back` — POST one prediction to Label Studio's ``/api/predictions``; RQ retries
+  the cache or segment it with the loaded engine, stamp it with its delivery key, deposit the
+  outcome in its batch, and when the batch was already closed or has expired (no ``/predict``
+  waits for it any more), write the prediction back to Label Studio.
+* :func:`write_back` — store one prediction in Label Studio (``POST /api/predictions``) unless
+  an earlier attempt already did (its delivery key is among the task's predictions); RQ retries
   it with the configured intervals, the last failure is recorded.
+* :func:`hand_over_expired` — the sweep (run by workers, and by the embedded dispatcher) that
+  writes back the finished predictions of batches whose ``/predict`` went away unanswered.
 * :func:`predict_abandoned` — RQ's failure callback of :func:`predict_task` jobs, called when the
   worker running one died (RQ's ``AbandonedJobError``): RQ runs the job again while it has
   retries left (``SAMIAM_PREDICT_RETRIES``); after the last one the task fails like any other.
@@ -13,9 +17,10 @@ Both read the process's :class:`Runtime` (engine, model, store), installed once 
 start-up (:mod:`samiam.service.worker`) or by the embedded server (:mod:`samiam.service.embedded`).
 This module never imports torch: the engine is built by ``Runtime.engine_factory`` on demand.
 
-Task states recorded in the store: ``queued`` (web tier) -> ``running`` -> ``done`` (answered to
-``/predict``) or ``failed`` (with the reason); late or partly failed batches continue
-``writing_back`` -> ``written`` or ``writeback_failed``.
+Task states recorded in the store: ``queued`` (web tier) -> ``running`` -> ``computed`` (a
+prediction exists, not yet delivered) or ``failed`` (with the reason); a computed prediction is
+delivered either as ``answered`` (in the ``/predict`` answer) or through ``writing_back`` ->
+``written`` (or ``writeback_failed``).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from samiam.errors import ImageFetchError, SamiamError
+from samiam.labelstudio.delivery import delivery_key, find_delivered, key_of, stamp
 from samiam.labelstudio.model import SamiamModel
 from samiam.service.cache import PredictionCache, cache_key
 from samiam.service.config import ServiceConfig
-from samiam.service.store import Store
+from samiam.service.store import Store, project_id
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,8 @@ class Dispatcher(Protocol):
     """Where jobs run: RQ workers (:class:`samiam.service.queue.RQDispatcher`) or threads of the
     web process (:class:`samiam.service.embedded.EmbeddedDispatcher`)."""
 
-    def submit_predict(self, task: dict, label_config: str, project: str, overrides: dict,
-                       batch_id: str) -> None: ...
+    def submit_predictions(self, tasks: list[dict], label_config: str, project: str, overrides: dict,
+                           batch_id: str) -> None: ...
     def submit_write_back(self, task_id: int, prediction: dict, project: str) -> None: ...
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
@@ -146,7 +152,15 @@ def _predict(runtime: Runtime, task: dict, label_config: str, project: str, over
 
 def _fail(store: Store, project: str, task_id: Any, state: str, reason: str, batch: str | None = None) -> None:
     store.set_task(project, task_id, state, reason, batch)
+    store.count_for_project(project, "failed")
     store.record_failure({"project": str(project), "task": task_id, "state": state, "reason": reason})
+
+
+def write_back_later(store: Store, dispatcher: Dispatcher, project: str, task_id: int, prediction: dict,
+                     batch_id: str | None, why: str) -> None:
+    """Record that ``prediction`` goes to Label Studio through its API (``why``) and submit it."""
+    store.set_task(project, task_id, "writing_back", why, batch_id)
+    dispatcher.submit_write_back(task_id, prediction, project)
 
 
 def predict_task(task: dict, label_config: str, project: str, overrides: dict, batch_id: str) -> dict:
@@ -169,16 +183,36 @@ def predict_task(task: dict, label_config: str, project: str, overrides: dict, b
         outcome = {"ok": False, "reason": f"internal error: {type(error).__name__}: {error}"}
     store.observe_latency(time.perf_counter() - started)
     if outcome["ok"]:
+        outcome["prediction"] = stamp(outcome["prediction"], delivery_key(batch_id, task_id))
         store.incr("jobs_finished")
-        store.set_task(project, task_id, "done", batch=batch_id)
+        store.count_for_project(project, "computed")
+        store.set_task(project, task_id, "computed", batch=batch_id)
     else:
         store.incr("jobs_failed")
         _fail(store, project, task_id, "failed", outcome["reason"], batch_id)
         log.warning("task %s failed: %s", task_id, outcome["reason"])
     if not store.deposit(batch_id, task_id, outcome) and outcome["ok"]:
-        store.set_task(project, task_id, "writing_back", batch=batch_id)
-        runtime.dispatcher.submit_write_back(task_id, outcome["prediction"], project)
+        write_back_later(store, runtime.dispatcher, project, task_id, outcome["prediction"], batch_id,
+                         "finished after its /predict stopped waiting")
     return outcome
+
+
+def hand_over_expired(runtime: Runtime | None = None) -> int:
+    """Write back the finished predictions of every batch whose ``/predict`` stopped waiting
+    without closing it (its request answered 503, its web process was killed) once the batch's
+    deadline plus grace has passed; returns how many were handed over. Safe to run anywhere,
+    any number of times at once: each expired batch is closed, and handed over, once."""
+    runtime = runtime or current()
+    handed = 0
+    for project, outcomes in runtime.store.sweep_expired_batches():
+        finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o["ok"]}
+        for task_id, prediction in finished.items():
+            write_back_later(runtime.store, runtime.dispatcher, project, task_id, prediction, None,
+                             "its /predict went away unanswered")
+        handed += len(finished)
+        log.warning("project %s: a /predict went away unanswered; %d finished predictions of its batch are "
+                    "written back, %d failed", project_id(project), len(finished), len(outcomes) - len(finished))
+    return handed
 
 
 def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
@@ -203,16 +237,21 @@ def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
 
 
 def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
-    """POST ``prediction`` for ``task_id`` to Label Studio; returns the new prediction's id.
+    """Store ``prediction`` for ``task_id`` in Label Studio exactly once; returns its id there.
+
+    When Label Studio already holds a prediction of the task carrying the same delivery key (an
+    earlier attempt stored it, then its answer or its worker was lost) nothing is posted.
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
     ``writeback_failed`` (no retry follows).
     """
-    from samiam.labelstudio.client import write_prediction
+    from samiam.labelstudio.client import task_predictions, write_prediction
     runtime = current()
     store = runtime.store
+    access, key = access_for(runtime, project), key_of(prediction)
     try:
-        prediction_id = write_prediction(task_id, prediction, access_for(runtime, project))
+        earlier = find_delivered(task_predictions(task_id, access), key) if key else None
+        prediction_id = earlier if earlier is not None else write_prediction(task_id, prediction, access)
     except Exception as error:
         reason = f"write-back to Label Studio failed: {error}"
         if final:
@@ -224,7 +263,12 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
             store.set_task(project, task_id, "writing_back", f"{reason}; will retry")
             log.warning("task %s: %s (will retry)", task_id, reason)
         raise
+    if earlier is not None:
+        store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "
+                                                    "earlier attempt (found by its delivery key)")
+        return prediction_id
     store.incr("writebacks_ok")
+    store.count_for_project(project, "delivered")
     store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}")
     return prediction_id
 

@@ -27,6 +27,14 @@ TEMPLATE = """<!doctype html>
 {% for w in workers %}<tr><td>{{ w.name }}</td><td>{{ w.state }}</td><td>{{ w.device }}</td>
 <td>{{ w.job or '' }}</td></tr>{% endfor %}</table>
 {% else %}<p class="down">No worker listens on the queue: start one with <code>samiam worker</code>.</p>{% endif %}
+<h2>Projects</h2>
+<p>Label Studio answers "Retrieved N predictions" even when it stored none: these counts are what
+ reached it. <i>delivered</i> = answered in /predict or written back through the API.</p>
+{% if projects %}<table id="projects"><tr><th>project</th><th>computed</th><th>delivered</th><th>failed</th>
+<th>last failure</th></tr>
+{% for p in projects %}<tr><td>{{ p.project }}</td><td>{{ p.computed }}</td><td>{{ p.delivered }}</td>
+<td>{{ p.failed }}</td><td>{{ p.last_failure or '' }}</td></tr>{% endfor %}</table>
+{% else %}<p>No prediction yet.</p>{% endif %}
 <h2>Counters</h2>
 <table>{% for name, value in counters %}<tr><td>{{ name }}</td><td>{{ value }}</td></tr>{% endfor %}</table>
 <h2>Recent failures</h2>
@@ -39,10 +47,15 @@ TEMPLATE = """<!doctype html>
 
 
 def render(*, model_version: str, mode: str, redis: str, queue_depth: int | None, workers: list[dict],
-           counters: dict[str, float], failures: list[dict], refresh_s: int, error: str | None) -> str:
+           projects: dict[str, dict], counters: dict[str, float], failures: list[dict], refresh_s: int,
+           error: str | None) -> str:
+    """The page; ``projects`` maps Label Studio project ids to ``{"computed", "delivered",
+    "failed", "last_failure"}`` (:meth:`samiam.service.store.Store.project_stats`)."""
+    rows = [{"project": key, **projects[key]}
+            for key in sorted(projects, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))]
     failures = [{**f, "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.get("time", 0)))}
                 for f in failures]
     return render_template_string(
         TEMPLATE, model_version=model_version, mode=mode, redis=redis, queue_depth=queue_depth,
-        workers=workers, counters=sorted((k, f"{v:g}") for k, v in counters.items()),
+        workers=workers, projects=rows, counters=sorted((k, f"{v:g}") for k, v in counters.items()),
         failures=failures, refresh_s=refresh_s, error=error)

@@ -70,13 +70,15 @@ class LeasedWorker(SimpleWorker):
             lock.release()
 
     def keep_alive(self, stop: threading.Event) -> None:
-        """Every ``heartbeat_s`` until ``stop``: renew the running job's lease, reap abandoned jobs."""
+        """Every ``heartbeat_s`` until ``stop``: renew the running job's lease, reap abandoned jobs,
+        write back the finished predictions of batches whose ``/predict`` went away unanswered."""
         while not stop.wait(self.heartbeat_s):
             try:
                 running = self._running
                 if running is not None:
                     self.maintain_heartbeats(*running)
                 self.reap_abandoned()
+                jobs.hand_over_expired()
             except Exception:  # Redis away for a moment: RQ's own loop reports it; try again next beat
                 log.warning("worker %s: lease renewal or clean-up failed", self.name, exc_info=True)
 
