@@ -1,9 +1,10 @@
-"""Scripted fault drills on the Redis-mode service; prints PASS or FAIL per drill.
+"""Scripted fault drills on the Redis-mode service; prints one table row per drill.
 
 Usage::
 
     python bench/fault_drills.py              # every drill, production lease (20 s) and deadline
     python bench/fault_drills.py --quick      # lease 2 s / heartbeat 0.5 s: the same drills faster
+    python bench/fault_drills.py --only many-tasks --tasks 500
 
 Each drill starts its own stack on loopback (redis-server, gunicorn web tier, ``samiam worker``
 processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it by PID:
@@ -17,17 +18,30 @@ processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it b
   restarted, then a worker starts: all 3 predictions reach Label Studio;
 * ``label-studio-down``: Label Studio goes away while a late job segments its image; the
   write-back is retried (``SAMIAM_WRITEBACK_RETRY_INTERVALS_S=1,1,2,2,3,3,5``), Label Studio
-  comes back on the same port, and the prediction arrives.
+  comes back on the same port, and the prediction arrives;
+* ``web-worker-killed``: the gunicorn worker process serving a ``/predict`` of 3 tasks is
+  SIGKILLed while it waits (``PREDICT_DEADLINE_S=5``, ``SAMIAM_BATCH_GRACE_S=1``): the workers'
+  sweep writes back what finished before the batch expired, the jobs finishing later write back
+  their own;
+* ``many-tasks``: one ``/predict`` with 10,000 tasks (``--tasks``) of one 64 px image (one
+  inference, then cache hits: the queue, the hand-over and the write-backs are what is drilled).
 
+Every drill counts the predictions Label Studio would hold for its tasks: those in ``/predict``
+answers (Label Studio stores them) plus the POSTs the fake Label Studio recorded, and passes
+only with **0 lost and 0 duplicated** (counted again ``SETTLE_S`` after the last one arrived).
 Exit status 0 only when every drill passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -44,6 +58,32 @@ from samiam.labelstudio.results import materials_from_results
 BIG = 2048
 """Side (px) of the image that keeps a worker busy for seconds."""
 QUICK_LEASE = {"SAMIAM_JOB_LEASE_S": "2", "SAMIAM_WORKER_HEARTBEAT_S": "0.5"}
+SETTLE_S = 3.0
+"""How long a drill keeps watching for duplicates after the last expected prediction arrived."""
+MANY_TASKS = 10_000
+
+
+@dataclass
+class Tally:
+    """Predictions Label Studio holds for one drill's ``tasks`` (task ids 1..tasks)."""
+
+    tasks: int
+    answered: list[int] = field(default_factory=list)
+    """Task ids whose prediction was in a ``/predict`` answer."""
+    written: list[int] = field(default_factory=list)
+    """Task ids of the predictions POSTed to ``/api/predictions`` (one entry per POST)."""
+
+    @property
+    def delivered(self) -> int:
+        return len(set(self.answered) | set(self.written))
+
+    @property
+    def lost(self) -> int:
+        return self.tasks - self.delivered
+
+    @property
+    def duplicated(self) -> int:
+        return len(self.answered) + len(self.written) - self.delivered
 
 
 def check(condition: bool, what: str) -> None:
@@ -51,15 +91,44 @@ def check(condition: bool, what: str) -> None:
         raise AssertionError(what)
 
 
+def answered_ids(tasks: list[dict], answer: dict) -> list[int]:
+    """Ids of the tasks whose predictions ``answer`` holds (Label Studio stores all or none)."""
+    results = answer.get("results") or []
+    return [t["id"] for t in tasks] if len(results) == len(tasks) else []
+
+
 def predict_in_thread(stack: ServiceStack, tasks: list[dict]) -> tuple[threading.Thread, dict]:
+    """POST /predict from a thread; ``answer`` gets the JSON, or ``{"error": ...}`` when the
+    request itself failed (connection reset by a killed web process)."""
     answer: dict = {}
-    thread = threading.Thread(target=lambda: answer.update(stack.predict(tasks)))
+
+    def post():
+        try:
+            answer.update(stack.predict(tasks))
+        except Exception as error:  # noqa: BLE001 - the drill reads it
+            answer["error"] = f"{type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=post)
     thread.start()
     return thread, answer
 
 
-def written(stack: ServiceStack, label_studio: FakeLabelStudio | None = None) -> dict[int, dict]:
-    return {p["task"]: p for p in (label_studio or stack.label_studio).predictions}
+def written_ids(*studios: FakeLabelStudio) -> list[int]:
+    return [p["task"] for studio in studios for p in studio.predictions]
+
+
+def wait_for_writes(count: int, timeout_s: float, *studios: FakeLabelStudio) -> list[int]:
+    """Wait for ``count`` write-backs, then ``SETTLE_S`` more for duplicates; all write-backs."""
+    wait_until(lambda: len(written_ids(*studios)) >= count, timeout_s, f"{count} write-backs")
+    time.sleep(SETTLE_S)
+    return written_ids(*studios)
+
+
+def check_backend_counts(stack: ServiceStack, tally: Tally) -> None:
+    """The backend's per-project counts (``/jobs``) must say what Label Studio holds."""
+    totals = stack.jobs()["totals"]
+    check(totals["computed"] == tally.tasks and totals["delivered"] == tally.delivered,
+          f"/jobs counts {totals}, Label Studio holds {tally.delivered} of {tally.tasks}")
 
 
 def check_prediction(prediction: dict, side: int) -> None:
@@ -67,12 +136,13 @@ def check_prediction(prediction: dict, side: int) -> None:
     check(len(masks) >= 1 and masks.shape[1:] == (side, side), f"prediction masks {masks.shape}, not (K, {side}, {side})")
 
 
-def drill_worker_killed(lease: dict, deadline_s: float | None) -> str:
+def drill_worker_killed(lease: dict, deadline_s: float | None) -> tuple[str, Tally]:
     env = {**lease, **({"PREDICT_DEADLINE_S": str(deadline_s)} if deadline_s is not None else {})}
     with ServiceStack(workers=2, env=env) as stack:
         url = stack.label_studio.add_file("big.png", two_texture_png(BIG, BIG))
         started = time.monotonic()
-        thread, answer = predict_in_thread(stack, [task(1, url)])
+        tasks = [task(1, url)]
+        thread, answer = predict_in_thread(stack, tasks)
         killed = kill_busy_worker(stack.redis.url, stack.workers)
         check(thread.is_alive() or deadline_s is not None, "the job finished before its worker was killed")
         thread.join(120)
@@ -82,17 +152,19 @@ def drill_worker_killed(lease: dict, deadline_s: float | None) -> str:
             where = "in the /predict answer"
         else:
             check(answer.get("results") == [] and answer.get("late") == [1], f"/predict answered {str(answer)[:300]}")
-            wait_until(lambda: 1 in written(stack), 120, "the write-back")
-            check_prediction(written(stack)[1], BIG)
             where = "written back to Label Studio"
+        answered = answered_ids(tasks, answer)
+        written = wait_for_writes(1 - len(answered), 120, stack.label_studio)
+        if written:
+            check_prediction(stack.label_studio.predictions[0], BIG)
         counters = stack.counters()
         check(counters["samiam_jobs_requeued_total"] == 1, f"requeued {counters['samiam_jobs_requeued_total']}")
-        check(len(written(stack)) == (0 if deadline_s is None else 1), "duplicate or stray write-backs")
+        tally = Tally(1, answered, written)
         return (f"killed {killed} mid-job; the job ran again and its prediction arrived {where} "
-                f"{time.monotonic() - started:.1f} s after the request")
+                f"{time.monotonic() - started:.1f} s after the request"), tally
 
 
-def drill_redis_restart(lease: dict) -> str:
+def drill_redis_restart(lease: dict) -> tuple[str, Tally]:
     with ServiceStack(workers=0, env={**lease, "PREDICT_DEADLINE_S": "1"}, persistent_redis=True) as stack:
         sides = (128, 160, 192)
         tasks = [task(i, stack.label_studio.add_file(f"em{i}.png", two_texture_png(side, side)))
@@ -105,17 +177,20 @@ def drill_redis_restart(lease: dict) -> str:
         stack.redis.start()  # same port and directory: the append-only file is read back
         check(queue.count == 3, f"{queue.count} jobs left after the restart, not 3")
         stack.start_worker("late-worker")
-        wait_until(lambda: len(written(stack)) == 3, 120, "3 write-backs")
+        written = wait_for_writes(3, 120, stack.label_studio)
+        stored = {p["task"]: p for p in stack.label_studio.predictions}
         for i, side in enumerate(sides, 1):
-            check_prediction(written(stack)[i], side)
-        return "3 queued jobs survived a redis-server restart (AOF) and were written back by a worker started after it"
+            check_prediction(stored[i], side)
+        return ("3 queued jobs survived a redis-server restart (AOF) and were written back by a worker "
+                "started after it"), Tally(3, answered_ids(tasks, answer), written)
 
 
-def drill_label_studio_down(lease: dict) -> str:
+def drill_label_studio_down(lease: dict) -> tuple[str, Tally]:
     env = {**lease, "PREDICT_DEADLINE_S": "1", "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": "1,1,2,2,3,3,5"}
     with ServiceStack(workers=1, env=env) as stack:
         studio = stack.label_studio
-        answer = stack.predict([task(1, studio.add_file("big.png", two_texture_png(BIG, BIG)))])
+        tasks = [task(1, studio.add_file("big.png", two_texture_png(BIG, BIG)))]
+        answer = stack.predict(tasks)
         check(answer.get("results") == [], f"/predict answered {str(answer)[:300]}")
         wait_until(lambda: studio.downloads == 1, 120, "the image download")
         studio.close()  # down while the job segments the image
@@ -124,34 +199,90 @@ def drill_label_studio_down(lease: dict) -> str:
         back = FakeLabelStudio(studio.httpd.server_port)
         try:
             back.files = studio.files
-            stored = back.wait_for_predictions(1, 60)
-            check([p["task"] for p in stored] == [1], f"Label Studio got {[p['task'] for p in stored]}")
-            check_prediction(stored[0], BIG)
+            written = wait_for_writes(1, 60, studio, back)
+            check_prediction(back.predictions[0], BIG)
             wait_until(lambda: stack.jobs()["tasks"][0]["state"] == "written", 10, "state 'written'")
         finally:
             back.close()
-        return f"{refused:g} write-backs refused while Label Studio was down; the retry after its return stored it"
+        return (f"{refused:g} write-backs refused while Label Studio was down; the retry after its return "
+                "stored it"), Tally(1, answered_ids(tasks, answer), written)
+
+
+def drill_web_worker_killed(lease: dict) -> tuple[str, Tally]:
+    env = {**lease, "PREDICT_DEADLINE_S": "5", "SAMIAM_BATCH_GRACE_S": "1"}
+    with ServiceStack(workers=2, env=env, web_processes=1) as stack:
+        studio = stack.label_studio
+        sides = (256, BIG, BIG)
+        tasks = [task(i, studio.add_file(f"em{i}.png", two_texture_png(side, side))) for i, side in enumerate(sides, 1)]
+        thread, answer = predict_in_thread(stack, tasks)
+        wait_until(lambda: len(stack.jobs()["tasks"]) == len(tasks), 30, "the tasks to be queued")
+        [web_worker] = stack.web_workers()
+        os.kill(web_worker, signal.SIGKILL)
+        thread.join(30)
+        check("error" in answer, f"/predict answered {str(answer)[:300]} although its process was killed")
+        written = wait_for_writes(len(tasks), 180, studio)
+        stored = {p["task"]: p for p in studio.predictions}
+        for i, side in enumerate(sides, 1):
+            check_prediction(stored[i], side)
+        tally = Tally(len(tasks), [], written)
+        check_backend_counts(stack, tally)
+        return (f"gunicorn worker {web_worker} SIGKILLed while its /predict of {len(tasks)} tasks waited; "
+                "the sweep of its expired batch and the late jobs wrote them back"), tally
+
+
+def drill_many_tasks(lease: dict, count: int) -> tuple[str, Tally]:
+    with ServiceStack(workers=2, env=lease) as stack:
+        url = stack.label_studio.add_file("em.png", two_texture_png(64, 64))
+        tasks = [task(i, url) for i in range(1, count + 1)]
+        started = time.monotonic()
+        answer = stack.predict(tasks, timeout_s=300)
+        answered_after = time.monotonic() - started
+        check(answer["status"] == 200, f"/predict answered {str(answer)[:300]}")
+        answered = answered_ids(tasks, answer)
+        written = wait_for_writes(count - len(answered), 120 + count * 0.2, stack.label_studio)
+        tally = Tally(count, answered, written)
+        check_backend_counts(stack, tally)
+        return (f"/predict of {count} tasks answered in {answered_after:.1f} s with {len(answered)} predictions; "
+                f"{len(written)} written back, the last {time.monotonic() - started:.0f} s after the request"), tally
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="job lease 2 s, heartbeat 0.5 s")
+    parser.add_argument("--tasks", type=int, default=MANY_TASKS, help="tasks of the many-tasks drill")
+    parser.add_argument("--only", action="append", help="run only this drill (repeatable)")
     args = parser.parse_args()
     lease = QUICK_LEASE if args.quick else {}
-    drills = {"worker-killed": lambda: drill_worker_killed(lease, None),
-              "worker-killed-late": lambda: drill_worker_killed(lease, 1.0),
-              "redis-restart": lambda: drill_redis_restart(lease),
-              "label-studio-down": lambda: drill_label_studio_down(lease)}
+    drills: dict[str, Callable[[], tuple[str, Tally]]] = {
+        "worker-killed": lambda: drill_worker_killed(lease, None),
+        "worker-killed-late": lambda: drill_worker_killed(lease, 1.0),
+        "redis-restart": lambda: drill_redis_restart(lease),
+        "label-studio-down": lambda: drill_label_studio_down(lease),
+        "web-worker-killed": lambda: drill_web_worker_killed(lease),
+        "many-tasks": lambda: drill_many_tasks(lease, args.tasks)}
+    print("| drill | result | tasks | delivered | lost | duplicated | seconds | detail |")
+    print("|---|---|---|---|---|---|---|---|")
     failed = 0
     for name, drill in drills.items():
-        started = time.monotonic()
-        try:
-            detail, verdict = drill(), "PASS"
-        except Exception as error:  # noqa: BLE001 - a drill's failure is its result
-            detail, verdict = f"{type(error).__name__}: {error}", "FAIL"
-            failed += 1
-        print(f"{verdict} {name} ({time.monotonic() - started:.0f} s): {detail}", flush=True)
+        if args.only and name not in args.only:
+            continue
+        verdict, counts, detail = run_drill(drill)
+        failed += verdict == "FAIL"
+        print(f"| {name} | {verdict} | {counts} | {detail} |", flush=True)
     return 1 if failed else 0
+
+
+def run_drill(drill: Callable[[], tuple[str, Tally]]) -> tuple[str, str, str]:
+    """``(PASS or FAIL, "tasks | delivered | lost | duplicated | seconds", detail)`` of one drill."""
+    started = time.monotonic()
+    try:
+        detail, tally = drill()
+    except Exception as error:  # noqa: BLE001 - a drill's failure is its result
+        return "FAIL", f"- | - | - | - | {time.monotonic() - started:.0f}", f"{type(error).__name__}: {error}"
+    verdict = "PASS" if tally.lost == 0 and tally.duplicated == 0 else "FAIL"
+    counts = (f"{tally.tasks} | {tally.delivered} | {tally.lost} | {tally.duplicated} | "
+              f"{time.monotonic() - started:.0f}")
+    return verdict, counts, detail
 
 
 if __name__ == "__main__":

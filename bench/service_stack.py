@@ -33,11 +33,13 @@ STARTUP_TIMEOUT_S = 120
 class ServiceStack:
     """``with ServiceStack(workers=2, env={...}) as stack:`` then ``stack.predict(tasks)``."""
 
-    def __init__(self, workers: int = 2, env: dict[str, str] | None = None, persistent_redis: bool = False):
+    def __init__(self, workers: int = 2, env: dict[str, str] | None = None, persistent_redis: bool = False,
+                 web_processes: int = WEB_PROCESSES):
         self.work = Path(tempfile.mkdtemp(prefix="samiam-stack-"))
         self.redis = RedisServer(self.work / "redis", persistent=persistent_redis)
         self.label_studio = FakeLabelStudio()
         self.n_workers = workers
+        self.web_processes = web_processes
         self.extra_env = dict(env or {})
         self.web: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
@@ -59,7 +61,7 @@ class ServiceStack:
             with open(self.work / "web.log", "ab") as log:
                 self.web = subprocess.Popen(
                     [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-                     "--workers", str(WEB_PROCESSES), "--worker-class", "gthread", "--threads", str(WEB_THREADS),
+                     "--workers", str(self.web_processes), "--worker-class", "gthread", "--threads", str(WEB_THREADS),
                      "_wsgi:app"], cwd=ROOT, env={**os.environ, **self.env},
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             self._processes.append(self.web)
@@ -77,6 +79,11 @@ class ServiceStack:
         self.workers[name] = process
         self._processes.append(process)
         return process
+
+    def web_workers(self) -> list[int]:
+        """PIDs of the gunicorn worker processes (children of the master we started)."""
+        children = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
 
     def health(self) -> dict:
         return self.session.get(self.url + "/health", timeout=5).json()

@@ -64,6 +64,8 @@ class FakeLabelStudio:
         self.downloads = 0
         """Images served so far."""
         self.predictions: list[dict] = []
+        """Bodies of the prediction POSTs Label Studio stored, in order (id = index + 1)."""
+        self._by_task: dict[str, list[int]] = {}
         self.refused_writes = 0
         self.refuse_next_writes = 0
         """How many of the next prediction POSTs to refuse with 400 (as for an unknown task)."""
@@ -108,7 +110,7 @@ class FakeLabelStudio:
         if parts.path.rstrip("/") == "/api/predictions":
             task_id = parse_qs(parts.query).get("task", [""])[0]
             with self._lock:
-                stored = [self._stored(i) for i, p in enumerate(self.predictions) if str(p["task"]) == task_id]
+                stored = [self._stored(i) for i in self._by_task.get(task_id, [])]
             return self._send(handler, 200, json.dumps(stored).encode())
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
@@ -126,6 +128,7 @@ class FakeLabelStudio:
                 self.refused_writes += 1
                 return self._send(handler, 400, b'{"task": ["Invalid pk - object does not exist."]}')
             self.predictions.append(body)
+            self._by_task.setdefault(str(body.get("task")), []).append(len(self.predictions) - 1)
             answer = self._stored(len(self.predictions) - 1)
             if self.lose_next_answers > 0:
                 self.lose_next_answers -= 1

@@ -78,25 +78,22 @@ def predict_batch(tasks: list[dict], label_config: str, project: str, overrides:
         store.count_for_project(project, "delivered", len(ids))
         return BatchAnswer([outcome["prediction"] for outcome in answered])
     store.incr("batches_handed_over")
-    answer = BatchAnswer([], [], [], [])
-    for task_id, outcome in zip(ids, answered):
-        if outcome is None:
-            answer.late.append(task_id)
-        elif not outcome["ok"]:
-            answer.failed.append({"task": task_id, "reason": outcome["reason"]})
-        else:
-            write_back_later(store, dispatcher, project, task_id, outcome["prediction"], batch_id,
-                             "its /predict answered empty (another task failed or was late)")
-            answer.written_back.append(task_id)
+    finished = {task_id: o["prediction"] for task_id, o in zip(ids, answered) if o is not None and o["ok"]}
+    write_back_later(store, dispatcher, project, finished, batch_id,
+                     "its /predict answered empty (another task failed or was late)")
+    answer = BatchAnswer([], [{"task": task_id, "reason": o["reason"]} for task_id, o in zip(ids, answered)
+                              if o is not None and not o["ok"]],
+                         [task_id for task_id, o in zip(ids, answered) if o is None], list(finished))
     _log_undelivered(project, answer, deadline_s)
     return answer
 
 
 def _log_undelivered(project: str, answer: BatchAnswer, deadline_s: float) -> None:
-    """One WARNING per failed or late task: Label Studio only says "Retrieved N predictions"."""
+    """WARNINGs naming every failed or late task and why: Label Studio only says "Retrieved N
+    predictions", even when it stored none."""
     for failure in answer.failed:
         log.warning("project %s, task %s: failed, no prediction stored: %s", project_id(project),
                     failure["task"], failure["reason"])
-    for task_id in answer.late:
-        log.warning("project %s, task %s: not finished within PREDICT_DEADLINE_S=%g s; its job writes it "
-                    "back when done", project_id(project), task_id, deadline_s)
+    if answer.late:
+        log.warning("project %s, tasks %s: not finished within PREDICT_DEADLINE_S=%g s; their jobs write them "
+                    "back when done", project_id(project), answer.late, deadline_s)

@@ -59,8 +59,9 @@ class EmbeddedDispatcher:
         for task in tasks:
             self._submit(self._predictions, jobs.predict_task, task, label_config, project, overrides, batch_id)
 
-    def submit_write_back(self, task_id, prediction, project):
-        self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)
+    def submit_write_backs(self, predictions, project):
+        for task_id, prediction in predictions.items():
+            self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)
 
     def _write_back_with_retries(self, task_id, prediction, project):
         intervals = self.config.writeback_retry_intervals_s

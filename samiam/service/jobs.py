@@ -47,7 +47,7 @@ class Dispatcher(Protocol):
 
     def submit_predictions(self, tasks: list[dict], label_config: str, project: str, overrides: dict,
                            batch_id: str) -> None: ...
-    def submit_write_back(self, task_id: int, prediction: dict, project: str) -> None: ...
+    def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
@@ -156,11 +156,13 @@ def _fail(store: Store, project: str, task_id: Any, state: str, reason: str, bat
     store.record_failure({"project": str(project), "task": task_id, "state": state, "reason": reason})
 
 
-def write_back_later(store: Store, dispatcher: Dispatcher, project: str, task_id: int, prediction: dict,
+def write_back_later(store: Store, dispatcher: Dispatcher, project: str, predictions: dict[int, dict],
                      batch_id: str | None, why: str) -> None:
-    """Record that ``prediction`` goes to Label Studio through its API (``why``) and submit it."""
-    store.set_task(project, task_id, "writing_back", why, batch_id)
-    dispatcher.submit_write_back(task_id, prediction, project)
+    """Record that ``predictions`` (task id -> prediction) go to Label Studio through its API
+    (``why``) and submit their write-backs."""
+    if predictions:
+        store.set_tasks(project, list(predictions), "writing_back", why, batch_id)
+        dispatcher.submit_write_backs(predictions, project)
 
 
 def predict_task(task: dict, label_config: str, project: str, overrides: dict, batch_id: str) -> dict:
@@ -192,7 +194,7 @@ def predict_task(task: dict, label_config: str, project: str, overrides: dict, b
         _fail(store, project, task_id, "failed", outcome["reason"], batch_id)
         log.warning("task %s failed: %s", task_id, outcome["reason"])
     if not store.deposit(batch_id, task_id, outcome) and outcome["ok"]:
-        write_back_later(store, runtime.dispatcher, project, task_id, outcome["prediction"], batch_id,
+        write_back_later(store, runtime.dispatcher, project, {task_id: outcome["prediction"]}, batch_id,
                          "finished after its /predict stopped waiting")
     return outcome
 
@@ -206,9 +208,8 @@ def hand_over_expired(runtime: Runtime | None = None) -> int:
     handed = 0
     for project, outcomes in runtime.store.sweep_expired_batches():
         finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o["ok"]}
-        for task_id, prediction in finished.items():
-            write_back_later(runtime.store, runtime.dispatcher, project, task_id, prediction, None,
-                             "its /predict went away unanswered")
+        write_back_later(runtime.store, runtime.dispatcher, project, finished, None,
+                         "its /predict went away unanswered")
         handed += len(finished)
         log.warning("project %s: a /predict went away unanswered; %d finished predictions of its batch are "
                     "written back, %d failed", project_id(project), len(finished), len(outcomes) - len(finished))

@@ -41,13 +41,15 @@ class RQDispatcher:
             for task in tasks])
 
     @redis_errors_as_unavailable
-    def submit_write_back(self, task_id, prediction, project):
+    def submit_write_backs(self, predictions, project):
+        """One write-back job per task (task id -> prediction), all enqueued in one transaction."""
         intervals = list(self.config.writeback_retry_intervals_s)
-        self.queue.enqueue(
-            jobs.write_back, task_id, prediction, project,
+        self.queue.enqueue_many([Queue.prepare_data(
+            jobs.write_back, (task_id, prediction, project),
             retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
-            job_timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
+            timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
             failure_ttl=self.config.result_ttl_s, description=f"write back task {task_id}")
+            for task_id, prediction in predictions.items()])
 
     @redis_errors_as_unavailable
     def queue_depth(self) -> int:
