@@ -2,7 +2,9 @@
 
 gunicorn web tier + redis-server + one `samiam worker`, a fake Label Studio serving one image.
 After one good task and one refused task, the page must show the worker and its device, the
-finished and failed counts, and the refused task's reason; it must also reload itself.
+per-project table (Label Studio's project id, 1 computed, 1 delivered, 1 failed, the refused
+task's reason as the last failure) and the reason in the recent failures; it must also reload
+itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e]
 
 
-def test_status_page_shows_workers_counts_and_failures(tmp_path):
+def test_status_page_shows_workers_projects_and_failures(tmp_path):
     require_e2e(redis_server_bin() is not None, "redis-server")
     studio = FakeLabelStudio()
     redis = RedisServer(tmp_path / "redis").start()
@@ -49,12 +51,16 @@ def test_status_page_shows_workers_counts_and_failures(tmp_path):
             "tasks": tasks, "label_config": LABEL_CONFIG, "project": "1.1700000000", "params": {}}).json()
         assert [f["task"] for f in answer["failed"]] == [2]  # the refused host; task 1 is written back
         studio.wait_for_predictions(1)
+        wait_until(lambda: requests.get(backend + "/jobs?project=1", timeout=2).json()["totals"].get("delivered"),
+                   30, "the write-back to be recorded")
 
         driver = headless_chromium("1200,900")
         ARTIFACTS.mkdir(exist_ok=True)
         try:
             driver.get(backend + "/")
             text = driver.find_element("tag name", "body").text
+            rows = [[cell.text for cell in row.find_elements("tag name", "td")]
+                    for row in driver.find_elements("css selector", "table#projects tr")[1:]]
             driver.save_screenshot(str(ARTIFACTS / "status-page.png"))
             refresh = driver.find_element("css selector", "meta[http-equiv=refresh]").get_attribute("content")
             first_load = driver.execute_script("return performance.timeOrigin")
@@ -63,6 +69,8 @@ def test_status_page_shows_workers_counts_and_failures(tmp_path):
         finally:
             driver.quit()
         assert "status-worker" in text and "cpu" in text
+        assert len(rows) == 1 and rows[0][:4] == ["1", "1", "1", "1"], rows  # project 1, not "1.1700000000"
+        assert "elsewhere.invalid" in rows[0][4], "the project's last failure is not on the page"
         assert "elsewhere.invalid" in text, "the refused task's reason is not on the page"
         assert refresh == "2" and reloaded, "the status page does not reload itself"
     finally:

@@ -123,16 +123,18 @@ return 1
 """
 
 _CLOSE = """
--- KEYS: batch hash, notice list, open-batch index; ARGV: batch id, ttl
+-- KEYS: batch hash, notice list, open-batch index; ARGV: batch id, ttl. 1 when this call closed it.
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('HEXISTS', KEYS[1], '_open') == 0 or redis.call('HEXISTS', KEYS[1], '_closed') == 1 then
-  return false
+  return 0
 end
 redis.call('HSET', KEYS[1], '_closed', '1')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[2])
-return redis.call('HGETALL', KEYS[1])
+return 1
 """
+SCAN_COUNT = 500
+"""Outcomes read per round trip from a closed batch (whose outcomes no longer change)."""
 
 
 class RedisStore:
@@ -214,9 +216,11 @@ class RedisStore:
     def close_batch(self, batch_id):
         """Close the batch and return the outcomes deposited before the close (task id -> outcome);
         None when it was closed before (by the web tier or a sweep) or is unknown."""
-        flat = self._close(keys=[f"{PREFIX}:batch:{batch_id}", f"{PREFIX}:deposited:{batch_id}",
-                                 f"{PREFIX}:open-batches"], args=[batch_id, self.ttl_s])
-        return None if flat is None else _outcomes({flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)})
+        key = f"{PREFIX}:batch:{batch_id}"
+        if not self._close(keys=[key, f"{PREFIX}:deposited:{batch_id}", f"{PREFIX}:open-batches"],
+                           args=[batch_id, self.ttl_s]):
+            return None
+        return _outcomes({k.decode(): v for k, v in self.redis.hscan_iter(key, count=SCAN_COUNT)})
 
     @redis_errors_as_unavailable
     def sweep_expired_batches(self):
