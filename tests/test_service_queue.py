@@ -28,8 +28,8 @@ from rq.registry import FailedJobRegistry
 from samiam.errors import QueueUnavailableError
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app, jobs
-from samiam.service.queue import RQDispatcher, connect, make_store
-from samiam.service.store import MemoryStore
+from samiam.service.memory_mode import MemoryStore
+from samiam.service.redis_mode import RQDispatcher, connect, make_store
 from samiam.service.worker import run_worker
 from samiam.settings import Settings
 

@@ -2,7 +2,7 @@
 
 Never loads a model (and never imports torch) when ``REDIS_URL`` is set: ``/predict`` enqueues
 one job per task and waits. Without ``REDIS_URL`` the jobs run in threads of this process
-(:mod:`samiam.service.embedded`), which then loads the engine on the first task.
+(:mod:`samiam.service.memory_mode`), which then loads the engine on the first task.
 
 Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``GET /versions``
 (Label Studio's), ``GET /metrics`` (Prometheus), ``GET /jobs?project=ID`` (task states),
@@ -31,10 +31,10 @@ from werkzeug.exceptions import HTTPException
 
 from samiam.errors import QueueUnavailableError, RequestError, SamiamError, SettingsError
 from samiam.labelstudio.config import parse_label_config
-from samiam.service import jobs, metrics, status_page
+from samiam.service import jobs, prometheus, status_page
 from samiam.service.batch import predict_batch
 from samiam.service.config import ServiceConfig
-from samiam.service.store import MemoryStore, project_id
+from samiam.service.store import project_id
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,13 @@ delivered; ``answered`` and ``written`` are delivered (in the /predict answer, t
 def _backend(config: ServiceConfig, engine_factory: Callable | None):
     """The store and dispatcher of the mode ``config`` selects."""
     if config.embedded:
-        from samiam.service.embedded import EmbeddedDispatcher
+        from samiam.service.memory_mode import EmbeddedDispatcher, MemoryStore
         store = MemoryStore(config.latency_buckets_s, config.recent_failures)
         dispatcher = EmbeddedDispatcher(config)
         dispatcher.runtime = jobs.Runtime(config, store, dispatcher, engine_factory or jobs.load_engine)
         jobs.install(dispatcher.runtime)
         return store, dispatcher
-    from samiam.service.queue import RQDispatcher, connect, make_store
+    from samiam.service.redis_mode import RQDispatcher, connect, make_store
     connection = connect(config, config.redis_timeout_s)
     store = make_store(config, connection)
     return store, RQDispatcher(config, connection, store)
@@ -174,9 +174,9 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         return jsonify(versions=[config.model_version])
 
     @app.get("/metrics")
-    def prometheus():
+    def metrics():
         workers = _workers()
-        text = metrics.render(store.counters(), config.latency_buckets_s, dispatcher.queue_depth(), len(workers))
+        text = prometheus.render(store.counters(), config.latency_buckets_s, dispatcher.queue_depth(), len(workers))
         return Response(text, mimetype="text/plain; version=0.0.4")
 
     @app.get("/jobs")

@@ -14,7 +14,7 @@
   retries left (``SAMIAM_PREDICT_RETRIES``); after the last one the task fails like any other.
 
 Both read the process's :class:`Runtime` (engine, model, store), installed once by the worker
-start-up (:mod:`samiam.service.worker`) or by the embedded server (:mod:`samiam.service.embedded`).
+start-up (:mod:`samiam.service.worker`) or by the embedded server (:mod:`samiam.service.memory_mode`).
 This module never imports torch: the engine is built by ``Runtime.engine_factory`` on demand.
 
 Task states recorded in the store: ``queued`` (web tier) -> ``running`` -> ``computed`` (a
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
-    """Where jobs run: RQ workers (:class:`samiam.service.queue.RQDispatcher`) or threads of the
-    web process (:class:`samiam.service.embedded.EmbeddedDispatcher`)."""
+    """Where jobs run: RQ workers (:class:`samiam.service.redis_mode.RQDispatcher`) or threads of the
+    web process (:class:`samiam.service.memory_mode.EmbeddedDispatcher`)."""
 
     def submit_predictions(self, tasks: list[dict], label_config: str, project: str, overrides: dict,
                            batch_id: str) -> None: ...

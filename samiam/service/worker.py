@@ -28,7 +28,7 @@ from rq.timeouts import TimerDeathPenalty
 from samiam.errors import SettingsError
 from samiam.service import jobs
 from samiam.service.config import ServiceConfig
-from samiam.service.queue import RQDispatcher, connect, make_store
+from samiam.service.redis_mode import RQDispatcher, connect, make_store
 from samiam.service.store import PREFIX
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,324 @@
+"""The Redis mode: state in Redis (:class:`RedisStore`) and jobs on an RQ queue
+(:class:`RQDispatcher`), run by ``samiam worker`` processes (one engine each).
+
+The web tier and the workers share everything through Redis; see :mod:`samiam.service.store`
+for the batch hand-over both stores implement.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+import redis
+from rq import Callback, Queue, Retry, Worker
+
+from samiam.errors import QueueUnavailableError
+from samiam.service import jobs
+from samiam.service.config import ServiceConfig
+from samiam.service.store import (
+    LATENCY_COUNT,
+    LATENCY_SUM,
+    PREFIX,
+    failure_entry,
+    latency_bucket,
+    project_id,
+    stats_by_project,
+    task_record,
+)
+
+_OPEN = "_open"
+_CLOSED = "_closed"
+_PROJECT = "_project"
+_EXPIRES = "_expires"
+_DEPOSITS = "_deposits"
+_FAILURES = "_failures"
+"""Bookkeeping fields of a batch (task ids never start with ``_``)."""
+_REDIS_TIMEOUT_RESOLUTION_S = 0.001
+"""Redis rounds blocking time-outs down to milliseconds, and 0 means "wait for ever"."""
+
+
+def redis_errors_as_unavailable(method):
+    """Decorate a method of an object with a ``url`` attribute: Redis errors -> QueueUnavailableError."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except redis.exceptions.RedisError as error:
+            raise QueueUnavailableError(
+                f"Redis at {self.url} cannot be reached ({type(error).__name__}: {error}); "
+                "check that redis-server runs and REDIS_URL points at it") from None
+    return wrapper
+
+
+_DEPOSIT = """
+-- KEYS: batch hash, notice list; ARGV: task id, outcome JSON, failed (0/1), now, ttl
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 1
+end
+if redis.call('HEXISTS', KEYS[1], '_open') == 0 or redis.call('HEXISTS', KEYS[1], '_closed') == 1 then
+  return 0
+end
+if tonumber(redis.call('HGET', KEYS[1], '_expires')) < tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], '_deposits', 1)
+redis.call('HINCRBY', KEYS[1], '_failures', ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+_CLOSE = """
+-- KEYS: batch hash, notice list, open-batch index; ARGV: batch id, ttl. 1 when this call closed it.
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HEXISTS', KEYS[1], '_open') == 0 or redis.call('HEXISTS', KEYS[1], '_closed') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], '_closed', '1')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+SCAN_COUNT = 500
+"""Outcomes read per round trip from a closed batch (whose outcomes no longer change)."""
+
+
+class RedisStore:
+    """State in Redis under ``samiam:*`` keys; every key with per-task data expires after ``ttl_s``."""
+
+    def __init__(self, connection: redis.Redis, ttl_s: int, buckets: tuple[float, ...], recent_failures: int):
+        self.redis = connection
+        self.ttl_s = ttl_s
+        self.buckets = buckets
+        self.recent_failures = recent_failures
+        kwargs = connection.connection_pool.connection_kwargs
+        self.url = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        self._deposit = connection.register_script(_DEPOSIT)
+        self._close = connection.register_script(_CLOSE)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def set_task(self, project, task_id, state, reason=None, batch=None):
+        self.set_tasks(project, [task_id], state, reason, batch)
+
+    @redis_errors_as_unavailable
+    def set_tasks(self, project, task_ids, state, reason=None, batch=None):
+        key = f"{PREFIX}:tasks:{project_id(project)}"
+        record = json.dumps(task_record(state, reason, batch))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={str(task_id): record for task_id in task_ids})
+            pipe.expire(key, self.ttl_s)
+            pipe.execute()
+
+    @redis_errors_as_unavailable
+    def tasks(self, project):
+        raw = self.redis.hgetall(f"{PREFIX}:tasks:{project_id(project)}")
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    @redis_errors_as_unavailable
+    def open_batch(self, batch_id, project, expires_at):
+        """Open a batch of ``project`` whose waiter gives up at ``expires_at`` (Unix time): later
+        deposits count as closed, and :meth:`sweep_expired_batches` hands it over."""
+        key = f"{PREFIX}:batch:{batch_id}"
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={_OPEN: "1", _PROJECT: str(project), _EXPIRES: repr(expires_at),
+                                    _DEPOSITS: 0, _FAILURES: 0})
+            pipe.expire(key, self.ttl_s)
+            pipe.delete(f"{PREFIX}:deposited:{batch_id}")
+            pipe.zadd(f"{PREFIX}:open-batches", {batch_id: expires_at})
+            pipe.execute()
+
+    @redis_errors_as_unavailable
+    def deposit(self, batch_id, task_id, outcome):
+        """Store ``outcome`` for whoever closes the batch (True; also when this task was deposited
+        before); False when the batch is closed, expired or unknown: the caller delivers it."""
+        return bool(self._deposit(keys=[f"{PREFIX}:batch:{batch_id}", f"{PREFIX}:deposited:{batch_id}"],
+                                  args=[str(task_id), json.dumps(outcome), int(not outcome["ok"]), time.time(),
+                                        self.ttl_s]))
+
+    @redis_errors_as_unavailable
+    def wait_for_deposit(self, batch_id, timeout_s):
+        """Block until a deposit in the batch since the last call returned (True), or until
+        ``timeout_s`` passes (False). ``timeout_s`` must stay below the connection's socket time-out."""
+        if timeout_s <= 0:
+            return False
+        key = f"{PREFIX}:deposited:{batch_id}"
+        if self.redis.blpop([key], timeout=max(timeout_s, _REDIS_TIMEOUT_RESOLUTION_S)) is None:
+            return False
+        self.redis.delete(key)  # one wake-up for all deposits so far: progress() reads them after this
+        return True
+
+    @redis_errors_as_unavailable
+    def progress(self, batch_id):
+        """``(outcomes deposited, of which failed)`` in the batch."""
+        deposits, failures = self.redis.hmget(f"{PREFIX}:batch:{batch_id}", _DEPOSITS, _FAILURES)
+        return int(deposits or 0), int(failures or 0)
+
+    @redis_errors_as_unavailable
+    def close_batch(self, batch_id):
+        """Close the batch and return the outcomes deposited before the close (task id -> outcome);
+        None when it was closed before (by the web tier or a sweep) or is unknown."""
+        key = f"{PREFIX}:batch:{batch_id}"
+        if not self._close(keys=[key, f"{PREFIX}:deposited:{batch_id}", f"{PREFIX}:open-batches"],
+                           args=[batch_id, self.ttl_s]):
+            return None
+        return _outcomes({k.decode(): v for k, v in self.redis.hscan_iter(key, count=SCAN_COUNT)})
+
+    @redis_errors_as_unavailable
+    def sweep_expired_batches(self):
+        """Close every open batch whose waiter's deadline (plus grace) has passed; returns
+        ``(project, outcomes)`` of each batch this call closed (another sweep gets none of them)."""
+        expired = self.redis.zrangebyscore(f"{PREFIX}:open-batches", "-inf", time.time())
+        swept = []
+        for batch_id in (b.decode() for b in expired):
+            project = self.redis.hget(f"{PREFIX}:batch:{batch_id}", _PROJECT)
+            outcomes = self.close_batch(batch_id)
+            if outcomes is not None:
+                swept.append((project.decode() if project else "", outcomes))
+        return swept
+
+    @redis_errors_as_unavailable
+    def incr(self, name, amount=1):
+        self.redis.hincrbyfloat(f"{PREFIX}:metrics", name, amount)
+
+    @redis_errors_as_unavailable
+    def count_for_project(self, project, name, amount=1):
+        """Add ``amount`` to counter ``name`` (one of :data:`PROJECT_COUNTS`) of ``project``."""
+        self.redis.hincrby(f"{PREFIX}:project-stats", f"{project_id(project)}:{name}", amount)
+
+    @redis_errors_as_unavailable
+    def project_stats(self):
+        """Project id -> ``{"computed", "delivered", "failed", "last_failure"}``."""
+        raw = self.redis.hgetall(f"{PREFIX}:project-stats")
+        return stats_by_project({k.decode(): v.decode() for k, v in raw.items()})
+
+    @redis_errors_as_unavailable
+    def observe_latency(self, seconds):
+        with self.redis.pipeline() as pipe:
+            pipe.hincrbyfloat(f"{PREFIX}:metrics", latency_bucket(seconds, self.buckets), 1)
+            pipe.hincrbyfloat(f"{PREFIX}:metrics", LATENCY_SUM, seconds)
+            pipe.hincrbyfloat(f"{PREFIX}:metrics", LATENCY_COUNT, 1)
+            pipe.execute()
+
+    @redis_errors_as_unavailable
+    def counters(self):
+        return {k.decode(): float(v) for k, v in self.redis.hgetall(f"{PREFIX}:metrics").items()}
+
+    @redis_errors_as_unavailable
+    def record_failure(self, entry):
+        """Keep ``entry`` (``{"project", "task", "state", "reason"}``) among the recent failures
+        and as its project's last failure."""
+        entry = failure_entry(entry)
+        with self.redis.pipeline() as pipe:
+            pipe.lpush(f"{PREFIX}:failures", json.dumps(entry))
+            pipe.ltrim(f"{PREFIX}:failures", 0, self.recent_failures - 1)
+            pipe.hset(f"{PREFIX}:project-stats", f"{entry['project']}:last_failure", entry["reason"])
+            pipe.execute()
+
+    @redis_errors_as_unavailable
+    def failures(self):
+        return [json.loads(v) for v in self.redis.lrange(f"{PREFIX}:failures", 0, -1)]
+
+    @redis_errors_as_unavailable
+    def save_project(self, project, info):
+        self.redis.set(f"{PREFIX}:project:{project_id(project)}", json.dumps(info))
+
+    @redis_errors_as_unavailable
+    def project(self, project):
+        raw = self.redis.get(f"{PREFIX}:project:{project_id(project)}")
+        return None if raw is None else json.loads(raw)
+
+    @redis_errors_as_unavailable
+    def get_json(self, key):
+        raw = self.redis.get(f"{PREFIX}:{key}")
+        return None if raw is None else json.loads(raw)
+
+    @redis_errors_as_unavailable
+    def set_json(self, key, value, ttl_s):
+        self.redis.set(f"{PREFIX}:{key}", json.dumps(value), ex=ttl_s)
+
+    @redis_errors_as_unavailable
+    def set_device(self, worker, device):
+        if device is None:
+            self.redis.hdel(f"{PREFIX}:devices", worker)
+        else:
+            self.redis.hset(f"{PREFIX}:devices", worker, device)
+
+    @redis_errors_as_unavailable
+    def devices(self):
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(f"{PREFIX}:devices").items()}
+
+
+def _outcomes(fields: dict[str, Any]) -> dict[str, dict]:
+    return {k: json.loads(v) for k, v in fields.items() if not k.startswith("_")}
+
+
+def connect(config: ServiceConfig, timeout_s: float | None = None) -> redis.Redis:
+    """A Redis client for ``config.redis_url``; ``timeout_s`` bounds every socket operation
+    (the web tier's calls must fail fast; workers block on the queue and pass None)."""
+    return redis.Redis.from_url(config.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+def make_store(config: ServiceConfig, connection: redis.Redis) -> RedisStore:
+    return RedisStore(connection, config.result_ttl_s, config.latency_buckets_s, config.recent_failures)
+
+
+ENQUEUE_CHUNK = 500
+"""Jobs per Redis transaction when enqueuing in bulk (500 take about 0.15 s)."""
+
+
+class RQDispatcher:
+    """Enqueues one RQ job per task and per write-back on ``config.queue_name``."""
+
+    def __init__(self, config: ServiceConfig, connection: redis.Redis, store: RedisStore):
+        self.config = config
+        self.queue = Queue(config.queue_name, connection=connection)
+        self.store = store
+        self.url = store.url
+
+    def _enqueue(self, job_datas: list) -> None:
+        """RQ's ``enqueue_many`` (one transaction), ``ENQUEUE_CHUNK`` jobs at a time so that no
+        single Redis reply outlasts the web tier's socket time-out."""
+        for start in range(0, len(job_datas), ENQUEUE_CHUNK):
+            self.queue.enqueue_many(job_datas[start:start + ENQUEUE_CHUNK])
+
+    @redis_errors_as_unavailable
+    def submit_predictions(self, tasks, label_config, project, overrides, batch_id):
+        """One job per task, enqueued in bulk."""
+        retries = self.config.predict_retries
+        self._enqueue([Queue.prepare_data(
+            jobs.predict_task, (task, label_config, project, overrides, batch_id),
+            retry=Retry(max=retries) if retries else None, on_failure=Callback(jobs.predict_abandoned),
+            timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
+            failure_ttl=self.config.result_ttl_s, description=f"predict task {task.get('id')}")
+            for task in tasks])
+
+    @redis_errors_as_unavailable
+    def submit_write_backs(self, predictions, project):
+        """One write-back job per task (task id -> prediction), enqueued in bulk."""
+        intervals = list(self.config.writeback_retry_intervals_s)
+        self._enqueue([Queue.prepare_data(
+            jobs.write_back, (task_id, prediction, project),
+            retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+            timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
+            failure_ttl=self.config.result_ttl_s, description=f"write back task {task_id}")
+            for task_id, prediction in predictions.items()])
+
+    @redis_errors_as_unavailable
+    def queue_depth(self) -> int:
+        return self.queue.count
+
+    @redis_errors_as_unavailable
+    def workers(self) -> list[dict]:
+        devices = self.store.devices()
+        return [{"name": w.name, "state": getattr(w.get_state(), "value", w.get_state()), "device": devices.get(w.name, "unknown"),
+                 "job": w.get_current_job_id()}
+                for w in Worker.all(queue=self.queue)]
