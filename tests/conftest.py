@@ -2,6 +2,7 @@
 
 import pytest
 from fake_label_studio import FakeLabelStudio
+from redis_server import RedisServer
 
 
 @pytest.fixture
@@ -10,3 +11,10 @@ def label_studio():
     server = FakeLabelStudio()
     yield server
     server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of its own (no persistence) on a free loopback port."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

@@ -20,8 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-from samiam.labelstudio.config import EXAMPLE_CONFIG as LABEL_CONFIG
+from samiam.labelstudio.config import EXAMPLE_CONFIG
 
+LABEL_CONFIG = EXAMPLE_CONFIG
+"""The labeling config of the fake's project 1 (brush labels on an image)."""
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 PROJECT = "1.1700000000"
 """``project`` as Label Studio sends it to /predict: "<id>.<created_at unix time>"."""
@@ -30,19 +32,6 @@ PROJECT = "1.1700000000"
 def task(task_id: int, url: str) -> dict:
     """A task of project 1 as Label Studio sends it to /predict (the fields the backend reads)."""
     return {"id": task_id, "data": {"image": url}, "project": 1, "annotations": [], "predictions": []}
-
-
-def predict_in_thread(client, tasks) -> dict:
-    """POST /predict with Flask test ``client`` from a thread; ``answer["response"]`` appears
-    when it returns, ``answer["thread"]`` can be joined."""
-    answer = {}
-
-    def post():
-        answer["response"] = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                                           "project": PROJECT, "params": {}})
-    answer["thread"] = threading.Thread(target=post)
-    answer["thread"].start()
-    return answer
 
 
 def two_texture_png(height: int, width: int) -> bytes:

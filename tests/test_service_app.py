@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_label_studio import LABEL_CONFIG, PROJECT, TOKEN, task, two_texture_png
+from fake_label_studio import LABEL_CONFIG, TOKEN, task, two_texture_png
+from service_helpers import CLASSICAL, post_predict
 
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app
-from samiam.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSICAL = Settings().replace({"proposals.proposer": "classical"})
 NO_BRUSH_CONFIG = '<View><Image name="image" value="$image"/><Choices name="c" toName="image">' \
                   '<Choice value="a"/></Choices></View>'
 
@@ -53,11 +52,6 @@ def client(make_app, label_studio):
     assert answer.status_code == 200
     return client
 
-
-
-def predict(client, tasks, **extra):
-    return client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                         "project": PROJECT, "params": {}, **extra})
 
 
 def wait_for_state(client, task_id: int, state: str, timeout_s: float = 30.0) -> dict:
@@ -99,7 +93,7 @@ def test_predict_answers_one_prediction_per_task_in_order(client, label_studio):
     shapes = [(128, 128), (96, 112)]
     tasks = [task(10 + i, label_studio.add_file(f"em{i}.png", two_texture_png(*shape)))
              for i, shape in enumerate(shapes)]
-    answer = predict(client, tasks)
+    answer = post_predict(client, tasks)
     assert answer.status_code == 200
     results = answer.get_json()["results"]
     assert len(results) == 2
@@ -119,8 +113,8 @@ def test_predict_answers_one_prediction_per_task_in_order(client, label_studio):
 
 def test_a_repeated_image_comes_from_the_cache(client, label_studio):
     url = label_studio.add_file("em.png", two_texture_png(128, 128))
-    first = predict(client, [task(1, url)]).get_json()["results"][0]
-    second = predict(client, [task(2, url)]).get_json()["results"][0]
+    first = post_predict(client, [task(1, url)]).get_json()["results"][0]
+    second = post_predict(client, [task(2, url)]).get_json()["results"][0]
     regions = [[{k: v for k, v in region.items() if k != "id"} for region in p["result"]] for p in (first, second)]
     assert regions[0] == regions[1]  # the same regions; their ids carry each task's delivery key
     metrics = client.get("/metrics").get_data(as_text=True)
@@ -132,7 +126,7 @@ def test_failed_tasks_are_reported_and_the_good_one_is_written_back(client, labe
     not_image = label_studio.add_file("notes.png", b"just some text, not an image", "text/plain")
     tasks = [task(1, good), task(2, not_image), task(3, "http://203.0.113.9/foreign.png"),
              task(4, "/data/upload/1/missing.png")]
-    answer = predict(client, tasks)
+    answer = post_predict(client, tasks)
     assert answer.status_code == 200
     body = answer.get_json()
     assert body["results"] == []  # Label Studio would store an empty prediction for a failed task
@@ -157,7 +151,7 @@ def test_past_the_deadline_the_answer_is_empty_and_predictions_are_written_back(
     client = make_app(predict_deadline_s=0.0, label_studio_url=label_studio.url,
                       label_studio_api_key=TOKEN).test_client()
     tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(128, 96 + 16 * i))) for i in (1, 2)]
-    answer = predict(client, tasks).get_json()
+    answer = post_predict(client, tasks).get_json()
     assert answer["results"] == [] and answer["failed"] == []
     assert sorted(answer["late"] + answer["written_back"]) == [1, 2]
     for task_id in (1, 2):
@@ -173,7 +167,7 @@ def test_a_refused_write_back_is_retried_then_recorded_as_failed(make_app, label
     client = make_app(predict_deadline_s=0.0, label_studio_url=label_studio.url, label_studio_api_key=TOKEN,
                       writeback_retry_intervals_s=(0, 0)).test_client()
     label_studio.refuse_next_writes = 3
-    predict(client, [task(5, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    post_predict(client, [task(5, label_studio.add_file("em.png", two_texture_png(128, 128)))])
     record = wait_for_state(client, 5, "writeback_failed")
     assert "400" in record["reason"] and label_studio.refused_writes == 3 and label_studio.predictions == []
     metrics = client.get("/metrics").get_data(as_text=True)
@@ -188,9 +182,9 @@ def test_project_overrides_from_extra_params_apply_and_requests_override_them(cl
                                          "extra_params": {"merging.materials": 1}})
     assert answer.status_code == 200
     url = label_studio.add_file("em.png", two_texture_png(128, 128))
-    one = predict(client, [task(1, url)]).get_json()["results"][0]
+    one = post_predict(client, [task(1, url)]).get_json()["results"][0]
     assert len(one["result"]) == 1  # K = 1 for the whole project
-    too_many = predict(client, [task(2, url)], params={"samiam": {"merging.materials": 3}})
+    too_many = post_predict(client, [task(2, url)], params={"samiam": {"merging.materials": 3}})
     assert too_many.status_code == 400 and "only 2 brush labels" in too_many.get_json()["error"]
 
 
@@ -234,7 +228,7 @@ def test_basic_auth_protects_every_route(make_app):
 
 
 def test_metrics_is_prometheus_text_with_a_cumulative_histogram(client, label_studio):
-    predict(client, [task(1, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    post_predict(client, [task(1, label_studio.add_file("em.png", two_texture_png(128, 128)))])
     answer = client.get("/metrics")
     assert answer.mimetype == "text/plain"
     samples = {}

@@ -13,23 +13,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from fake_label_studio import (
-    LABEL_CONFIG,
-    PROJECT,
-    TOKEN,
-    FakeLabelStudio,
-    predict_in_thread,
-    task,
-    two_texture_png,
-)
+from fake_label_studio import TOKEN, FakeLabelStudio, task, two_texture_png
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
+from service_helpers import counters, post_predict, predict_in_thread, service_config
 from service_processes import kill_busy_worker, start_worker, stop_all, wait_until
 
 from samiam.labelstudio.results import materials_from_results
-from samiam.service import ServiceConfig, create_app
+from samiam.service import create_app
 from samiam.service.worker import run_worker
-from samiam.settings import Settings
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
@@ -45,24 +37,12 @@ def processes():
     stop_all(started)
 
 
-def make_config(redis_url: str, label_studio: FakeLabelStudio, **changes) -> ServiceConfig:
-    return ServiceConfig(**{
-        "redis_url": redis_url, "model_version": "test-v1",
-        "settings": Settings().replace({"proposals.proposer": "classical"}),
-        "label_studio_url": label_studio.url, "label_studio_api_key": TOKEN, **changes})
-
-
 def worker_env(redis_url: str, label_studio: FakeLabelStudio, **extra: str) -> dict[str, str]:
     return {"REDIS_URL": redis_url, "SAMIAM_PROPOSALS_PROPOSER": "classical", "SAMIAM_MODEL_VERSION": "test-v1",
             "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": TOKEN, **LEASE, **extra}
 
 
 
-
-
-def counters(client) -> dict[str, float]:
-    text = client.get("/metrics").get_data(as_text=True)
-    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if not line.startswith("#")}
 
 
 def start_two_workers(tmp_path: Path, env: dict, client, processes: list) -> dict:
@@ -76,7 +56,7 @@ def start_two_workers(tmp_path: Path, env: dict, client, processes: list) -> dic
 
 def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_path, label_studio, processes):
     with RedisServer(tmp_path / "redis") as server:
-        client = create_app(make_config(server.url, label_studio, predict_deadline_s=60.0)).test_client()
+        client = create_app(service_config(server.url, label_studio, predict_deadline_s=60.0)).test_client()
         workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
         pending = predict_in_thread(client, [task(1, label_studio.add_file("big.png", two_texture_png(BIG, BIG)))])
         killed = kill_busy_worker(server.url, workers)
@@ -95,7 +75,7 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_
 
 def test_a_job_killed_with_no_retry_left_fails_at_once_with_the_reason(tmp_path, label_studio, processes):
     with RedisServer(tmp_path / "redis") as server:
-        config = make_config(server.url, label_studio, predict_deadline_s=60.0, predict_retries=0)
+        config = service_config(server.url, label_studio, predict_deadline_s=60.0, predict_retries=0)
         client = create_app(config).test_client()
         workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
         pending = predict_in_thread(client, [task(1, label_studio.add_file("big.png", two_texture_png(BIG, BIG)))])
@@ -112,10 +92,10 @@ def test_a_job_killed_with_no_retry_left_fails_at_once_with_the_reason(tmp_path,
 def test_queued_jobs_survive_a_redis_restart_with_the_append_only_file(tmp_path, label_studio):
     server = RedisServer(tmp_path / "redis", persistent=True).start()
     try:
-        config = make_config(server.url, label_studio, predict_deadline_s=0.0)
+        config = service_config(server.url, label_studio, predict_deadline_s=0.0)
         client = create_app(config).test_client()
         tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(128, 96 + 16 * i))) for i in (1, 2)]
-        answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
+        answer = post_predict(client, tasks)
         assert answer.get_json()["late"] == [1, 2]  # no worker runs: both jobs wait in the queue
         server.stop()
         server.start()  # same port, same directory: the append-only file is read back
@@ -133,12 +113,11 @@ def test_queued_jobs_survive_a_redis_restart_with_the_append_only_file(tmp_path,
 
 def test_a_write_back_while_label_studio_is_down_is_retried_until_it_is_back(tmp_path, label_studio, processes):
     with RedisServer(tmp_path / "redis") as server:
-        client = create_app(make_config(server.url, label_studio, predict_deadline_s=0.0)).test_client()
+        client = create_app(service_config(server.url, label_studio, predict_deadline_s=0.0)).test_client()
         env = worker_env(server.url, label_studio, SAMIAM_WRITEBACK_RETRY_INTERVALS_S="1,1,1,1,1,1,1,1,1,1")
         processes.append(start_worker(env, "w1", tmp_path / "w1.log"))
         url = label_studio.add_file("big.png", two_texture_png(BIG, BIG))
-        answer = client.post("/predict", json={"tasks": [task(1, url)], "label_config": LABEL_CONFIG,
-                                               "project": PROJECT})
+        answer = post_predict(client, [task(1, url)])
         assert answer.get_json()["late"] == [1]
         wait_until(lambda: label_studio.downloads == 1, 90, "the worker to download the image")
         files, port = label_studio.files, label_studio.httpd.server_port

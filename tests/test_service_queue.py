@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from fake_label_studio import (
-    LABEL_CONFIG,
-    PROJECT,
-    TOKEN,
-    predict_in_thread,
-    task,
-    two_texture_png,
-)
+from fake_label_studio import PROJECT, TOKEN, task, two_texture_png
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from rq.registry import FailedJobRegistry
+from service_helpers import post_predict, predict_in_thread, service_config
+from service_processes import wait_until
 
 from samiam.errors import QueueUnavailableError
 from samiam.labelstudio.results import materials_from_results
@@ -31,36 +26,10 @@ from samiam.service import ServiceConfig, create_app, jobs
 from samiam.service.memory_mode import MemoryStore
 from samiam.service.redis_mode import RQDispatcher, connect, make_store
 from samiam.service.worker import run_worker
-from samiam.settings import Settings
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-def make_config(redis_server, label_studio, **changes) -> ServiceConfig:
-    return ServiceConfig(**{
-        "redis_url": redis_server.url if redis_server else None, "model_version": "test-v1",
-        "settings": Settings().replace({"proposals.proposer": "classical"}),
-        "label_studio_url": label_studio.url, "label_studio_api_key": TOKEN,
-        "writeback_retry_intervals_s": (0,), **changes})
-
-
-
-
-
-def wait_until(condition, timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- the batch hand-over, on both stores -------------------------------------------------------
@@ -140,7 +109,7 @@ def test_project_stats_count_per_label_studio_project_id(store):
 # -- web tier + workers --------------------------------------------------------------------------
 
 def test_a_worker_process_answers_predict_and_shows_its_device(redis_server, label_studio, tmp_path):
-    config = make_config(redis_server, label_studio)
+    config = service_config(redis_server.url, label_studio)
     client = create_app(config).test_client()
     assert client.get("/health").get_json() == {
         "status": "UP", "model_class": "SamiamModel", "model_version": "test-v1", "mode": "redis",
@@ -159,8 +128,7 @@ def test_a_worker_process_answers_predict_and_shows_its_device(redis_server, lab
         assert "gpu-test" in page and "classical on cpu" in page
         shapes = [(128, 128), (112, 96)]
         tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(*s))) for i, s in enumerate(shapes)]
-        answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG,
-                                               "project": PROJECT, "params": {}})
+        answer = post_predict(client, tasks)
         results = answer.get_json()["results"]
         assert answer.status_code == 200 and len(results) == 2
         for prediction, shape in zip(results, shapes):
@@ -175,10 +143,10 @@ def test_a_worker_process_answers_predict_and_shows_its_device(redis_server, lab
 
 
 def test_late_predictions_reach_label_studio_through_the_api(redis_server, label_studio):
-    config = make_config(redis_server, label_studio, predict_deadline_s=0.3)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=0.3)
     client = create_app(config).test_client()
     tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(128, 112 + i))) for i in (1, 2)]
-    answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
+    answer = post_predict(client, tasks)
     assert answer.get_json() == {"results": [], "failed": [], "late": [1, 2], "written_back": []}
     states = client.get("/jobs?project=1").get_json()
     assert states["counts"]["queued"] == 2
@@ -193,17 +161,15 @@ def test_late_predictions_reach_label_studio_through_the_api(redis_server, label
 
 
 def test_write_backs_are_retried_by_rq_then_recorded_as_failed(redis_server, label_studio):
-    config = make_config(redis_server, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
     client = create_app(config).test_client()
     label_studio.refuse_next_writes = 1
-    client.post("/predict", json={"tasks": [task(1, label_studio.add_file("a.png", two_texture_png(128, 128)))],
-                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    post_predict(client, [task(1, label_studio.add_file("a.png", two_texture_png(128, 128)))])
     run_worker(config, burst=True)
     assert [p["task"] for p in label_studio.predictions] == [1] and label_studio.refused_writes == 1
 
     label_studio.refuse_next_writes = 3
-    client.post("/predict", json={"tasks": [task(2, label_studio.add_file("b.png", two_texture_png(96, 96)))],
-                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    post_predict(client, [task(2, label_studio.add_file("b.png", two_texture_png(96, 96)))])
     run_worker(config, burst=True)
     assert [p["task"] for p in label_studio.predictions] == [1]
     record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
@@ -215,7 +181,7 @@ def test_write_backs_are_retried_by_rq_then_recorded_as_failed(redis_server, lab
 
 
 def test_redis_going_away_mid_request_gives_503_and_health_stays_up(redis_server, label_studio):
-    config = make_config(redis_server, label_studio, predict_deadline_s=20.0)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=20.0)
     client = create_app(config).test_client()
     queue = Queue(config.queue_name, connection=redis.Redis.from_url(redis_server.url))
     pending = predict_in_thread(client, [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))])
@@ -246,7 +212,7 @@ def vanishing_waits(app, monkeypatch, error: Exception) -> None:
 def test_a_prediction_finished_after_predict_answered_503_is_written_back(tmp_path, label_studio):
     server = RedisServer(tmp_path / "redis", persistent=True).start()
     try:
-        config = make_config(server, label_studio, predict_deadline_s=1.0, batch_grace_s=0.0)
+        config = service_config(server.url, label_studio, predict_deadline_s=1.0, batch_grace_s=0.0)
         client = create_app(config).test_client()
         queue = Queue(config.queue_name, connection=redis.Redis.from_url(server.url))
         pending = predict_in_thread(client, [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))])
@@ -265,12 +231,12 @@ def test_a_prediction_finished_after_predict_answered_503_is_written_back(tmp_pa
 
 
 def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
-    config = make_config(redis_server, label_studio, predict_deadline_s=1.5, batch_grace_s=0.0)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=1.5, batch_grace_s=0.0)
     app = create_app(config)
     client = app.test_client()
     vanishing_waits(app, monkeypatch, QueueUnavailableError("Redis went away"))
-    answer = client.post("/predict", json={"tasks": [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i)))
-                                                     for i in (1, 2)], "label_config": LABEL_CONFIG, "project": PROJECT})
+    answer = post_predict(client, [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i)))
+                                   for i in (1, 2)])
     assert answer.status_code == 503
     assert run_worker(config, burst=True)  # within the deadline: both deposited in the open batch
     assert label_studio.predictions == []
@@ -288,15 +254,14 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
 
 
 def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, monkeypatch):
-    config = make_config(None, label_studio, predict_deadline_s=2.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
+    config = service_config(None, label_studio, predict_deadline_s=2.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
     app = create_app(config)
     client = app.test_client()
     try:
         url = label_studio.add_file("a.png", two_texture_png(64, 64))
-        body = {"tasks": [task(1, url)], "label_config": LABEL_CONFIG, "project": PROJECT}
-        assert len(client.post("/predict", json=body).get_json()["results"]) == 1  # the engine is loaded
+        assert len(post_predict(client, [task(1, url)]).get_json()["results"]) == 1  # the engine is loaded
         vanishing_waits(app, monkeypatch, RuntimeError("the web process died"))
-        assert client.post("/predict", json={**body, "tasks": [task(2, url)]}).status_code == 500
+        assert post_predict(client, [task(2, url)]).status_code == 500
         assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
         record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
         assert record["state"] == "written"
@@ -307,11 +272,10 @@ def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, m
 
 
 def test_a_write_back_whose_answer_was_lost_is_stored_once(redis_server, label_studio):
-    config = make_config(redis_server, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=0.0, writeback_retry_intervals_s=(0, 0))
     client = create_app(config).test_client()
     label_studio.lose_next_answers = 1  # stored, but the answer never reaches the worker
-    client.post("/predict", json={"tasks": [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))],
-                                  "label_config": LABEL_CONFIG, "project": PROJECT})
+    post_predict(client, [task(1, label_studio.add_file("a.png", two_texture_png(64, 64)))])
     run_worker(config, burst=True)
     assert [p["task"] for p in label_studio.predictions] == [1]
     record = client.get("/jobs?project=1").get_json()["tasks"][0]
@@ -319,12 +283,12 @@ def test_a_write_back_whose_answer_was_lost_is_stored_once(redis_server, label_s
 
 
 def test_status_page_and_jobs_tell_computed_from_delivered_per_project(redis_server, label_studio, caplog):
-    config = make_config(redis_server, label_studio, predict_deadline_s=0.0)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=0.0)
     client = create_app(config).test_client()
     tasks = [task(1, label_studio.add_file("a.png", two_texture_png(64, 64))),
              task(2, label_studio.add_file("notes.png", b"plain text", "text/plain"))]
     with caplog.at_level(logging.WARNING, logger="samiam.service.batch"):
-        answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
+        answer = post_predict(client, tasks)
     assert answer.get_json()["late"] == [1, 2]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(m.startswith("project 1, tasks [1, 2]: not finished within PREDICT_DEADLINE_S") for m in warnings)
