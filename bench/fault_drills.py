@@ -24,7 +24,9 @@ processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it b
   sweep writes back what finished before the batch expired, the jobs finishing later write back
   their own;
 * ``many-tasks``: one ``/predict`` with 10,000 tasks (``--tasks``) of one 64 px image (one
-  inference, then cache hits: the queue, the hand-over and the write-backs are what is drilled).
+  inference, then cache hits: the queue and the hand-over are what is drilled);
+* ``many-tasks-late``: the same with ``PREDICT_DEADLINE_S=5``: the answer is empty and every
+  prediction is written back through the API.
 
 Every drill counts the predictions Label Studio would hold for its tasks: those in ``/predict``
 answers (Label Studio stores them) plus the POSTs the fake Label Studio recorded, and passes
@@ -230,8 +232,9 @@ def drill_web_worker_killed(lease: dict) -> tuple[str, Tally]:
                 "the sweep of its expired batch and the late jobs wrote them back"), tally
 
 
-def drill_many_tasks(lease: dict, count: int) -> tuple[str, Tally]:
-    with ServiceStack(workers=2, env=lease) as stack:
+def drill_many_tasks(lease: dict, count: int, deadline_s: float | None = None) -> tuple[str, Tally]:
+    env = {**lease, **({"PREDICT_DEADLINE_S": str(deadline_s)} if deadline_s is not None else {})}
+    with ServiceStack(workers=2, env=env) as stack:
         url = stack.label_studio.add_file("em.png", two_texture_png(64, 64))
         tasks = [task(i, url) for i in range(1, count + 1)]
         started = time.monotonic()
@@ -259,7 +262,8 @@ def main() -> int:
         "redis-restart": lambda: drill_redis_restart(lease),
         "label-studio-down": lambda: drill_label_studio_down(lease),
         "web-worker-killed": lambda: drill_web_worker_killed(lease),
-        "many-tasks": lambda: drill_many_tasks(lease, args.tasks)}
+        "many-tasks": lambda: drill_many_tasks(lease, args.tasks),
+        "many-tasks-late": lambda: drill_many_tasks(lease, args.tasks, deadline_s=5.0)}
     print("| drill | result | tasks | delivered | lost | duplicated | seconds | detail |")
     print("|---|---|---|---|---|---|---|---|")
     failed = 0
