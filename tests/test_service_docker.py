@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from werkzeug.serving import make_server
 
 from samiam.service import ServiceConfig, create_app, healthcheck
@@ -58,7 +60,7 @@ def requirement_pins(text: str) -> dict[str, str]:
         if line:
             name, sep, version = line.partition("==")
             assert sep and version and ";" not in version, f"not an exact pin: {line!r}"
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+            pins[canonicalize_name(name)] = version
     return pins
 
 
@@ -75,8 +77,12 @@ def test_image_installs_the_pinned_requirements_with_the_torch_ci_tests():
     assert {name: pins.get(name) for name in ci} == ci
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["service"]
-    names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", spec)[0]).lower() for spec in declared}
-    assert names - set(pins) == set()
+    outside = {}
+    for requirement in map(Requirement, declared):
+        name = canonicalize_name(requirement.name)
+        if pins.get(name) is None or not requirement.specifier.contains(pins[name], prereleases=True):
+            outside[str(requirement)] = pins.get(name)
+    assert outside == {}, "pyproject.toml dependencies missing from or outside requirements.txt"
 
 
 def test_env_example_documents_every_setting():
