@@ -1,6 +1,11 @@
 # samiam ML backend: one image for the web tier (default command) and the GPU workers
 # (`samiam worker`, see docker-compose.yml). SAM checkpoints are read from the /models volume.
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+#
+# Base: plain Python, no torch of its own. torch's Linux wheels from the package index carry their
+# CUDA libraries (the nvidia-* packages pinned in requirements.txt), so the GPU only needs the host's
+# NVIDIA driver, and the image runs exactly the torch that CI tests (.ci/run) instead of whatever a
+# pytorch/pytorch or nvidia/cuda base would bring.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,9 +15,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app
 
 WORKDIR /app
+# The pinned set first (regenerate with tools/lock_requirements.sh), so that code changes reuse this layer.
+COPY requirements.txt /app/requirements.txt
+RUN pip install -r requirements.txt
 COPY . /app
-# torch comes with the base image (its CUDA build); pip keeps it since it satisfies torch>=2.1.
-RUN pip install ".[service]" \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 samiam \
     && mkdir -p /models \
     && chown samiam /models

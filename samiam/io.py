@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,8 @@ _PNG_COLOUR_TYPES_WITH_CHANNELS = (2, 4, 6)
 _TIFF_ALPHA = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
 _MAX_COLOUR_CHANNELS = 3
 _MAX_SAMPLE_BITS = 64
+_TIFFFILE_OBJECT = re.compile(r"^<tifffile\.[^>]*> ")
+"""The ``<tifffile.TiffPages @524296> `` that starts tifffile's log messages."""
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,35 @@ def _check_size(label: str, height: int, width: int, max_pixels: int) -> None:
             f"{max_pixels} (setting image.max_pixels)")
 
 
+class _TifffileMessages(logging.Filter):
+    """Takes the messages that tifffile logs while this thread decodes, so that they go into the
+    named error (or are logged under the image's name) instead of leaking out as raw tifffile
+    warnings. tifffile's logger is process-wide: other threads' records pass untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+        logging.getLogger("tifffile").addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.messages.append(_TIFFFILE_OBJECT.sub("", record.getMessage()))
+        return False
+
+    def remove(self) -> None:
+        logging.getLogger("tifffile").removeFilter(self)
+
+    def reasons(self, error: Exception) -> str:
+        """What went wrong, for an error message: tifffile's messages, else the exception."""
+        return "; ".join(self.messages) or str(error) or type(error).__name__
+
+
 def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """First page of a TIFF -> (raw, colour): the samples as stored, (H, W) or (H, W, S) with the
     sample axis last, and a view of them without alpha samples."""
+    tifffile_messages = _TifffileMessages()
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
@@ -142,7 +172,12 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, 
     except (ImageError, MemoryError):
         raise
     except Exception as error:  # noqa: BLE001 - tifffile raises many types for corrupt files
-        raise ImageError(f"{label}: cannot decode the TIFF file ({error})") from None
+        raise ImageError(f"{label}: cannot decode the TIFF file, it may be truncated or corrupt "
+                         f"({tifffile_messages.reasons(error)})") from None
+    finally:
+        tifffile_messages.remove()
+    for message in tifffile_messages.messages:
+        log.warning("%s: %s", label, message)
     if axes.startswith("S"):
         pixels = np.moveaxis(pixels, 0, -1)
     alpha = [i for i, kind in enumerate(extrasamples) if kind in _TIFF_ALPHA]
@@ -172,8 +207,8 @@ def _decode_pillow(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray
                 image = image.convert({"PA": "RGBA", "La": "LA", "RGBa": "RGBA"}[mode])
             pixels = np.asarray(image)
             has_alpha = "A" in image.getbands()
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"{label}: {error}") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(_beyond_pillow_limit(label, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not a recognised image file (PNG, JPEG or TIFF expected)") from None
     except (ImageError, MemoryError):
@@ -181,6 +216,17 @@ def _decode_pillow(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray
     except Exception as error:  # noqa: BLE001 - Pillow raises many types for corrupt files
         raise ImageError(f"{label}: cannot decode the image, it may be truncated or corrupt ({error})") from None
     return pixels, pixels[..., :-1] if has_alpha else pixels
+
+
+def _beyond_pillow_limit(label: str, max_pixels: int) -> str:
+    """The message for an image that Pillow refuses to open as a decompression bomb (more than
+    twice ``Image.MAX_IMAGE_PIXELS`` pixels), in terms of samiam's own limit."""
+    pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+    if max_pixels < pillow_limit:
+        return (f"{label}: the image has more than {pillow_limit} pixels, more than the limit of "
+                f"{max_pixels} (setting image.max_pixels)")
+    return (f"{label}: the image has more than {pillow_limit} pixels, more than Pillow decodes (PNG, JPEG) "
+            f"although the limit is {max_pixels} (setting image.max_pixels); save it as TIFF")
 
 
 def _is_16bit_colour_png(data: bytes) -> bool:

@@ -22,6 +22,9 @@ from samiam.io import Micrograph
 if TYPE_CHECKING:
     from samiam.pipeline import Segmentation
 
+SUFFIXES = {"labels": ".labels.png", "overlay": ".overlay.png", "json": ".json"}
+"""File name endings of the outputs, by kind; NAME comes before them."""
+
 PALETTE = np.array([
     (230, 159, 0),    # orange
     (86, 180, 233),   # sky blue
@@ -49,16 +52,17 @@ LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX
 LEGEND_TEXT_COLOUR = (255, 255, 255)
 
 
-def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentation) -> dict[str, Path]:
+def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentation,
+                  name: str | None = None) -> dict[str, Path]:
     """Write ``NAME.labels.png``, ``NAME.overlay.png`` and ``NAME.json`` into ``out_dir``.
 
-    ``NAME`` is ``micrograph.name``; ``out_dir`` is created when missing. Returns the paths
-    as ``{"labels": ..., "overlay": ..., "json": ...}``.
+    ``NAME`` is ``name``, by default ``micrograph.name``; ``out_dir`` is created when missing.
+    Returns the paths as ``{"labels": ..., "overlay": ..., "json": ...}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / f"{micrograph.name}.{suffix}"
-             for kind, suffix in (("labels", "labels.png"), ("overlay", "overlay.png"), ("json", "json"))}
+    name = name or micrograph.name
+    paths = {kind: out_dir / f"{name}{suffix}" for kind, suffix in SUFFIXES.items()}
     _write_png(paths["labels"], segmentation.label_map())
     names = [f"material {k} (score {score:.2f})" for k, score in enumerate(segmentation.scores, 1)]
     overlay = render_overlay(micrograph.rgb, segmentation.materials, names)

@@ -323,3 +323,33 @@ def test_one_bit_png_is_unsupported(tmp_path):
     Image.fromarray(np.arange(H * W).reshape(H, W) % 2 == 0).save(tmp_path / "bw.png")
     with pytest.raises(UnsupportedImageError, match="bw.png"):
         load_micrograph(tmp_path / "bw.png")
+
+
+def test_tiff_whose_first_page_is_missing_names_the_problem_and_leaks_no_tifffile_warning(tmp_path, caplog):
+    # A TIFF header pointing at a first page past the end of the file, as when a download stops early.
+    (tmp_path / "cut.tif").write_bytes(b"II*\x00" + struct.pack("<I", 4096) + bytes(8))
+    with pytest.raises(ImageError) as refused:
+        load_micrograph(tmp_path / "cut.tif")
+    assert str(refused.value) == (f"{tmp_path / 'cut.tif'}: cannot decode the TIFF file, it may be truncated "
+                                  "or corrupt (invalid offset to first page 4096)")
+    assert [record for record in caplog.records if record.name == "tifffile"] == []
+
+
+def test_tiff_with_truncated_pixels_says_so(tmp_path):
+    tifffile.imwrite(tmp_path / "t.tif", two_regions(40, 200, np.uint16))
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "t.tif").read_bytes()[:2000])
+    with pytest.raises(ImageError, match=r"cut.tif: cannot decode the TIFF file, it may be truncated or "
+                                         r"corrupt \(.*failed to read"):
+        load_micrograph(tmp_path / "cut.tif")
+
+
+@pytest.mark.parametrize("max_pixels, advice", [
+    (None, f"more than the limit of {ImageSettings().max_pixels} (setting image.max_pixels)"),
+    (10**12, "limit is 1000000000000 (setting image.max_pixels); save it as TIFF"),
+])
+def test_png_beyond_pillows_bomb_guard_is_refused_in_terms_of_samiams_limit(max_pixels, advice):
+    settings = ImageSettings(max_pixels=max_pixels) if max_pixels else None
+    with pytest.raises(ImageTooLargeError) as refused:
+        load_micrograph(png_header_only(100_000, 100_000), settings)
+    assert str(refused.value).startswith(f"image bytes: the image has more than {2 * Image.MAX_IMAGE_PIXELS} "
+                                         "pixels") and advice in str(refused.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from samiam.commands import positive_int
 from samiam.errors import SettingsError
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
         description="Writes DIR/images/NAME.png, DIR/gt/NAME/K_MATERIAL.png, DIR/manifest.json and, with "
                     "--proposals, DIR/proposals/NAME.npz (a simulation of SAM's failure modes, not SAM).")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--n", type=int, default=10, help="images per difficulty class (default 10)")
+    parser.add_argument("--n", type=positive_int, default=10, help="images per difficulty class (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i (default 0)")
     parser.add_argument("--size", type=int, default=1024, help="image side in px (default 1024)")
     parser.add_argument("--difficulty", default="1,2,3", help="classes to generate, e.g. 2,3 (default 1,2,3)")
@@ -38,8 +39,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from samiam.synth.dataset import write_dataset
 
-    if args.n < 1:
-        raise SettingsError(f"--n must be at least 1; got {args.n}")
     manifest = write_dataset(args.out, args.n, args.seed, _difficulties(args.difficulty), args.size,
                              proposals=args.proposals)
     log.info("wrote %d images to %s", len(manifest), args.out)

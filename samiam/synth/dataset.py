@@ -27,6 +27,8 @@ from samiam.synth.failures import FailureRates, simulate_sam_proposals
 from samiam.synth.scenes import Scene, generate_scene
 
 MANIFEST = "manifest.json"
+IMAGES = "images"
+"""Sub-folder of the micrographs."""
 
 
 def scene_name(difficulty: int, seed: int) -> str:
@@ -44,8 +46,8 @@ def write_scene(out_dir: str | Path, name: str, scene: Scene, proposals: np.ndar
     proposals: (N, H, W) bool or None.
     """
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(out / "images" / f"{name}.png")
+    (out / IMAGES).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(out / IMAGES / f"{name}.png")
     gt_dir = out / "gt" / name
     gt_dir.mkdir(parents=True, exist_ok=True)
     for old in gt_dir.glob("*.png"):
@@ -77,6 +79,15 @@ def write_dataset(out_dir: str | Path, n: int, seed: int = 0, difficulties: Iter
         manifest.append(write_scene(out_dir, scene_name(difficulty, scene_seed), scene, masks))
     Path(out_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def images_folder(folder: str | Path) -> Path | None:
+    """``folder/images`` when ``folder`` is a data set written by :func:`write_dataset` (it has a
+    manifest and that sub-folder), else None."""
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file() and (folder / IMAGES).is_dir():
+        return folder / IMAGES
+    return None
 
 
 def read_manifest(data_dir: str | Path) -> list[dict]:
