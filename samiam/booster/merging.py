@@ -26,17 +26,15 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
      groups are alike: the intensity features of their crops differ by less than
      ``same_material_t2`` (mean squared Welch t), or they meet and show no *step* where they meet
      (:class:`samiam.booster.grouping.StepTest` on every grid crop within ``step_reach`` crop
-     sides of the other group, :func:`samiam.booster.crops.crop_grid`: the near-boundary crops do
-     not differ significantly, or their difference is less than ``step_ratio`` of the whole
+     sides of the other group, :func:`samiam.booster.crops.crop_grid`: their difference is, with
+     two standard errors to spare, less than ``step_ratio`` of the whole
      groups' difference); then while there are more than ``max_materials`` groups. K is the
      number of groups. A test over many crops separates materials a few per cent apart in
      intensity (synthetic classes 2 and 3), intensity features do not change across antiphase
      boundaries and rotated grains, and the step test keeps one lattice with a thickness gradient
      of tens of per cent (``samples/lsfo_lattice_haadf.jpg``) in one piece.
 
-   * ``auto`` (the default): ``separation`` here; the pipeline picks ``silhouette`` instead when
-     the masks come from the classical proposer (:func:`k_estimator_for`), the better estimator
-     for each kind of proposal in ``bench/quality.py``.
+   * ``auto`` (the default): ``separation``, for every proposer (:func:`k_estimator_for`).
 
    Give ``materials`` when it is known, as the paper does.
 5. **Clusters and votes.** When there are no more masks with crops than K, nothing is merged
@@ -78,15 +76,17 @@ K_ESTIMATORS = ("auto", "silhouette", "separation")
 def k_estimator_for(settings: MergingSettings, proposer: str) -> MergingSettings:
     """Resolve ``k_estimator="auto"`` for masks made by ``proposer`` (a proposer's ``name``).
 
-    Measured with ``bench/quality.py --n 8 --size 1024`` (mIoU, K estimated): on SAM-like masks
-    (simulated SAM+ proposals) ``separation`` 92.6 vs ``silhouette`` 76.2 (K right 88 % vs 54 %);
-    on the classical proposer's masks, which follow brightness contours, ``silhouette`` 76.0 vs
-    ``separation`` 73.2. So ``auto`` means ``silhouette`` for ``"classical"`` and ``separation``
-    for SAM and for masks given by the caller. Other values are returned unchanged.
+    ``auto`` means ``separation`` for every proposer. It used to mean ``silhouette`` for the
+    classical proposer, whose masks followed brightness contours; its masks now follow the
+    statistically tested texture edges and leave gaps and vacuum out, and ``separation`` beats
+    ``silhouette`` on them too (``bench/quality.py``, docs/benchmarks.md "Quality"). Other values
+    are returned unchanged.
     """
     if settings.k_estimator != "auto":
         return settings
-    return replace(settings, k_estimator="silhouette" if proposer == "classical" else "separation")
+    return replace(settings, k_estimator="separation")
+
+
 KMEANS_RESTARTS = 10
 """KMeans initialisations; the best inertia wins."""
 
@@ -196,8 +196,7 @@ def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, 
     reach = max(round(settings.step_reach * side / max(side // 2, 1)), 0)
     grid = crop_grid(masks, side, settings.crop_inside, reach)
     grid_features = intensity_features(cut_crops(grey, grid.boxes))
-    step = StepTest(grid, grid_features, settings.same_material_t2, settings.step_ratio,
-                    settings.min_group_crops)
+    step = StepTest(grid, grid_features, settings.step_ratio, settings.min_group_crops)
     groups = group_masks(grid_features[_grid_rows(grid.boxes, sample.boxes, grey.shape[1])],
                          sample.owner, founders, settings.same_material_t2, k_max, step)
     return int(groups.max()) + 1
