@@ -138,3 +138,19 @@ def test_auto_k_estimator_is_separation_for_every_proposer():
     assert k_estimator_for(auto, "given").k_estimator == "separation"
     explicit = MergingSettings(k_estimator="silhouette")
     assert k_estimator_for(explicit, "sam-vit_l") is explicit
+
+
+def test_two_phases_of_very_different_brightness_are_two_materials_without_k():
+    """A 16-bit TIFF whose top half is ~10000 and bottom half ~40000 counts (noise sigma 2000):
+    the weight-free path, K estimated, finds two materials, each covering its half."""
+    rng = np.random.default_rng(0)
+    top = np.arange(256)[:, None] < 128
+    counts = np.where(top, 10000.0, 40000.0) + rng.normal(0, 2000, (256, 256))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(counts, 0, 65535).astype(np.uint16)).save(buffer, "TIFF")
+
+    seg = Engine(Settings().replace({"proposals.proposer": "classical"})).segment(buffer.getvalue())
+
+    assert len(seg.materials) == 2
+    halves = np.stack([top, ~top]) * np.ones((1, 1, 256), bool)
+    assert score_image(seg.materials, halves).iou > 90
