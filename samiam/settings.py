@@ -59,10 +59,10 @@ class ProposalSettings:
     """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
     classical_segments: int = 48
     """Target number of superpixels of the weight-free proposer, per image, before merging."""
-    classical_window: float = 2.0
+    classical_window: float = 1.0
     """Gaussian sigma of the classical proposer's texture window, in lattice periods (the period is
     estimated from the image's power spectrum)."""
-    classical_merge_t2: float = 10.0
+    classical_merge_t2: float = 20.0
     """Adjacent superpixels are merged while the mean, over their texture features, of the squared
     Welch t statistic of their difference is below this; each region counts one independent
     sample per texture-window area (4 pi sigma^2)."""
@@ -133,9 +133,11 @@ class MergingSettings:
     """How K is estimated when ``materials`` is None: ``silhouette`` (best KMeans silhouette over
     crops, K = 1 below ``min_silhouette``), ``separation`` (masks grouped by a test on their
     crops' intensity statistics, ``same_material_t2``, plus a step test where two groups meet,
-    ``step_ratio``), or ``auto``: ``separation`` for every proposer (it beats ``silhouette`` on
-    SAM-like and on classical masks in ``bench/quality.py``). ``separation`` keeps one lattice
-    with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole."""
+    ``step_ratio``), ``separation_all`` (the same test over every grid crop of each mask, not a
+    sample of ``crops_per_mask``), or ``auto``: ``separation_all`` for the classical proposer's
+    masks (few, large, disjoint) and ``separation`` for SAM's and given ones (many, overlapping),
+    the better for each in ``bench/k_estimation.py`` and ``bench/quality.py``. Both keep one
+    lattice with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole."""
     min_silhouette: float = 0.575
     """``silhouette`` estimator: if no k >= 2 reaches this silhouette score on the crop features,
     the image holds one material (K = 1). Set by ``bench/embedder_choice.py`` (the threshold that

@@ -127,13 +127,13 @@ def test_k_is_found_for_near_identical_materials_from_sam_like_masks(seed):
     assert len(merged.materials) == 1
 
 
-def test_auto_k_estimator_is_separation_for_every_proposer():
+def test_auto_k_estimator_depends_on_the_proposer():
     from samiam.booster import k_estimator_for
     from samiam.settings import MergingSettings
 
     auto = MergingSettings()
     assert auto.k_estimator == "auto"
-    assert k_estimator_for(auto, "classical").k_estimator == "separation"
+    assert k_estimator_for(auto, "classical").k_estimator == "separation_all"
     assert k_estimator_for(auto, "sam-vit_l").k_estimator == "separation"
     assert k_estimator_for(auto, "given").k_estimator == "separation"
     explicit = MergingSettings(k_estimator="silhouette")
