@@ -6,10 +6,12 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    :data:`MIN_CROP_SIDE`, at most the image side). Each mask gets up to ``crops_per_mask`` grid
    crops lying at least ``crop_inside`` inside it (:func:`samiam.booster.crops.sample_crops`,
    drawn with ``np.random.default_rng(settings.seed)``, so results are reproducible).
-2. **Small masks.** A mask with no such crop but an area of at least ``(S / 2)^2`` gets one crop
-   centred on its most interior pixel (distance-transform maximum); this crop only *votes*, it
-   does not shape the clusters (unless no mask has a grid crop). A mask smaller than ``(S / 2)^2`` with no crop is an island: it is
-   dropped (assignment -1).
+2. **Small masks.** A mask with no such crop but an area of at least :data:`SMALL_MASK_AREA` px
+   gets one crop of what lies inside it: the largest square around its most interior pixel
+   (distance-transform maximum) that fits in it, scaled to ``S`` (a particle smaller than a crop
+   is looked at, not its surroundings); this crop only *votes*, it does not shape the clusters
+   (unless no mask has a grid crop). A smaller mask with no crop is an island: it is dropped
+   (assignment -1).
 3. **Features.** All crops are embedded in one batch; each feature column is z-scored over the
    image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
    every block weighs the same.
@@ -64,7 +66,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from samiam import masks as masklib
-from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_boxes, sample_crops
+from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_crops, sample_crops
 from samiam.booster.embedders import TextureEmbedder, intensity_features
 from samiam.booster.grouping import StepTest, group_masks
 from samiam.errors import SettingsError
@@ -72,6 +74,9 @@ from samiam.settings import MergingSettings, scale_to_image
 
 MIN_CROP_SIDE = 8
 """Smallest crop side in px, whatever the image size (texture features need a few lattice cells)."""
+SMALL_MASK_AREA = 16
+"""A mask with no grid crop still votes, through a crop of its own interior, from this many px;
+smaller ones are islands and dropped."""
 K_ESTIMATORS = ("auto", "silhouette", "separation", "separation_all")
 """Values of ``merging.k_estimator``."""
 
@@ -133,8 +138,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     sample = sample_crops(masks, side, settings.crops_per_mask, settings.crop_inside,
                           np.random.default_rng(settings.seed))
     has_grid_crop = sample.counts(n) > 0
-    fallback = ~has_grid_crop & (masklib.areas(masks) >= (side / 2) ** 2)
-    boxes = np.concatenate([sample.boxes, interior_boxes(masks[fallback], side)])
+    fallback = ~has_grid_crop & (masklib.areas(masks) >= SMALL_MASK_AREA)
     owner = np.concatenate([sample.owner, np.flatnonzero(fallback)])
     eligible = has_grid_crop | fallback
     n_eligible = int(eligible.sum())
@@ -142,10 +146,12 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
         return _merge(masks, scores, np.full(n, -1, np.int64), np.zeros(n),
                       0 if settings.materials is None else None)
 
-    fit_rows = np.arange(len(boxes)) < len(sample.boxes)
+    fit_rows = np.arange(len(owner)) < len(sample.boxes)
     if not fit_rows.any():
         fit_rows[:] = True
-    features = _standardise(_embed_boxes(grey, boxes, embedder), fit_rows, embedder.blocks)
+    embedded = np.concatenate([_embed_boxes(grey, sample.boxes, embedder),
+                               _embed_crops(interior_crops(grey, masks[fallback], side), embedder)])
+    features = _standardise(embedded, fit_rows, embedder.blocks)
 
     if settings.materials is not None:
         k, estimated = min(settings.materials, n_eligible), None
@@ -241,6 +247,13 @@ def _embed_boxes(grey: np.ndarray, boxes: np.ndarray, embedder: TextureEmbedder)
     """Embed each distinct box once: ``boxes: (M, 4)`` -> ``(M, D) float64``."""
     unique, inverse = np.unique(boxes, axis=0, return_inverse=True)
     return np.asarray(embedder.embed(cut_crops(grey, unique)), np.float64)[inverse.ravel()]
+
+
+def _embed_crops(crops: np.ndarray, embedder: TextureEmbedder) -> np.ndarray:
+    """``crops: (M, S, S)`` -> ``(M, D) float64``; ``(0, D)`` when there are none."""
+    if len(crops) == 0:
+        return np.zeros((0, sum(embedder.blocks)))
+    return np.asarray(embedder.embed(crops), np.float64)
 
 
 def _standardise(features: np.ndarray, fit_rows: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
