@@ -158,8 +158,8 @@ class MergingSettings:
     difference of the whole groups, is less than this fraction of it with two standard errors to
     spare (a brightness gradient, not a step; a step gives about 1). Set by
     ``bench/k_estimation.py`` on tuning scenes (seeds 100..107, 512 px) with the LSFO sample: the
-    synthetic scores are the same for 0.6-0.7; 0.6 splits LSFO (its ratio is 0.57 +- 0.03), and
-    the larger the value, the more difficulty-3 steps seen from mixed masks pass for gradients."""
+    synthetic scores are the same for 0.6-0.7; 0.6 split LSFO, and the larger the value, the
+    more difficulty-3 steps seen from mixed masks pass for gradients."""
     step_reach: float = 0.5
     """``separation`` estimator: a crop counts as close to another group when it lies within this
     many crop sides of a grid crop that touches it. Set with ``step_ratio``: 1 splits LSFO
