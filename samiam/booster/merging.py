@@ -37,7 +37,9 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
      of tens of per cent (``samples/lsfo_lattice_haadf.jpg``) in one piece.
 
    * ``separation_all``: the same with every grid crop of each mask in the whole-group test, not
-     ``crops_per_mask`` of them: more power for a few large disjoint masks.
+     ``crops_per_mask`` of them, crops of half the side (:data:`ALL_CROPS_SIDE`, so narrow layers
+     hold enough to found a material) and ``same_material_t2`` times :data:`GRID_OVERLAP`: more
+     power for a few large disjoint masks.
    * ``auto`` (the default): ``separation_all`` for the classical proposer's masks, ``separation``
      for SAM's and given ones (:func:`k_estimator_for`).
 
@@ -74,6 +76,13 @@ from samiam.settings import MergingSettings, scale_to_image
 
 MIN_CROP_SIDE = 8
 """Smallest crop side in px, whatever the image size (texture features need a few lattice cells)."""
+ALL_CROPS_SIDE = 0.5
+"""``separation_all`` looks through crops of this fraction of the crop side (at least
+:data:`MIN_CROP_SIDE`), so that a narrow layer holds enough of them to found a material."""
+GRID_OVERLAP = 4
+"""Grid crops start every half side in rows and columns, so every pixel lies in four of them: a
+whole-group t statistic over every crop is about this many times that over independent crops,
+and ``separation_all`` scales ``same_material_t2`` by it."""
 SMALL_MASK_AREA = 16
 """A mask with no grid crop still votes, through a crop of its own interior, from this many px;
 smaller ones are islands and dropped."""
@@ -200,10 +209,13 @@ def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, 
     if len(sample.boxes) == 0:
         return 1
     side = int(sample.boxes[0, 2] - sample.boxes[0, 0])
+    every_crop = settings.k_estimator == "separation_all"
+    if every_crop:
+        side = max(round(side * ALL_CROPS_SIDE), MIN_CROP_SIDE)
     reach = max(round(settings.step_reach * side / max(side // 2, 1)), 0)
     grid = crop_grid(masks, side, settings.crop_inside, reach)
     grid_features = intensity_features(cut_crops(grey, grid.boxes))
-    if settings.k_estimator == "separation_all":
+    if every_crop:
         owner, column = np.nonzero(grid.owned)
         rows = grid_features[column]
     else:
@@ -215,7 +227,8 @@ def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, 
     if len(founders) <= 1:
         return 1
     step = StepTest(grid, grid_features, settings.step_ratio, settings.min_group_crops)
-    groups = group_masks(rows, owner, founders, settings.same_material_t2, k_max, step)
+    threshold = settings.same_material_t2 * (GRID_OVERLAP if every_crop else 1)
+    groups = group_masks(rows, owner, founders, threshold, k_max, step)
     return int(groups.max()) + 1
 
 
