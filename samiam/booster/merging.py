@@ -97,9 +97,9 @@ def k_estimator_for(settings: MergingSettings, proposer: str) -> MergingSettings
     masks have passed a significance test already (every grid crop of a mask gives the test its
     power: materials a few per cent apart), and ``separation`` for SAM and for masks given by
     the caller, many and overlapping, where a sample of crops per mask is the safer test
-    (``bench/k_estimation.py``, 8 tuning scenes per class at 1024 px: every crop lowers SAM-like d2
-    mIoU from 95.4 to 92.3, while on classical masks it raises d2 from 85.5 to 88.6, K right
-    75 % -> 100 %). Other values are returned unchanged.
+    (8 tuning scenes per class at 1024 px: every crop lowers SAM-like d2 mIoU from 95.4 to 92.3 in
+    ``bench/k_estimation.py``, while on classical masks it raises d2 from 85.5 to 88.6, K right
+    75 % -> 100 %, before its crops were halved). Other values are returned unchanged.
     """
     if settings.k_estimator != "auto":
         return settings
