@@ -224,10 +224,14 @@ def feature_gradient(features: np.ndarray) -> np.ndarray:
 def superpixels(gradient: np.ndarray, segments: int, mask: np.ndarray) -> np.ndarray:
     """Watershed of ``gradient: (h, w)`` inside ``mask: (h, w) bool``, flooded from a regular grid
     of ``segments`` seeds, so that superpixel borders fall on texture edges -> labels ``(h, w)
-    int``, 1-based, 0 outside ``mask``."""
+    int``, 1-based, 0 outside ``mask``. A part of ``mask`` that no seed reaches (a narrow layer
+    cut off by vacuum and a gap band) is a superpixel of its own."""
+    from scipy import ndimage
     from skimage.segmentation import watershed
 
-    return watershed(gradient, markers=segments, mask=mask)
+    labels = watershed(gradient, markers=segments, mask=mask)
+    unreached, count = ndimage.label(mask & (labels == 0))
+    return np.where(unreached > 0, unreached + labels.max(), labels) if count else labels
 
 
 def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float,
@@ -239,7 +243,8 @@ def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float,
     each side of their edge; a region inside that band is a blend, not a texture. The pixels
     farther than ``margin`` (the window's sigma) from any border are the regions' cores; a
     watershed of ``gradient`` from these cores puts every edge where the features change fastest,
-    i.e. on the true edge. labels: (h, w) int, 1-based, 0 outside ``mask: (h, w) bool`` ->
+    i.e. on the true edge. A part of ``mask`` that no core reaches (a narrow layer cut off by
+    vacuum and a gap band) keeps its labels. labels: (h, w) int, 1-based, 0 outside ``mask: (h, w) bool`` ->
     (h, w) int64, 1..K consecutive, 0 outside ``mask``.
     """
     from scipy import ndimage
@@ -249,6 +254,7 @@ def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float,
     if not cores.any():
         return labels
     refined = watershed(gradient, markers=np.where(cores & mask, labels, 0), mask=mask)
+    refined = np.where(mask & (refined == 0), labels, refined)  # parts no core reaches keep theirs
     return _consecutive(refined, background=0)
 
 
