@@ -8,7 +8,11 @@ For N images per difficulty class (``samiam.synth``), it scores against the exac
 * ``sim-SAM+boost[<embedder>]``: the same proposals through the booster, K estimated, once per
   weight-free texture embedder (this is how the default embedder is chosen);
 * ``sim-SAM+boost K known``: the default embedder with the true number of materials given;
-* ``classical+boost``: the weight-free classical proposer, then the booster (K estimated).
+* ``classical+boost``: the weight-free classical proposer, then the booster (K estimated), and
+  ``classical+boost K known`` the same proposals with the true number of materials given;
+* two weight-free baselines, given the true number of materials (``bench/baselines.py``):
+  ``baseline block-hist K known`` (48 px blocks, intensity histogram per block, KMeans) and
+  ``baseline local-FFT K known`` (pySTEM-style radial-angular FFT descriptors per pixel, KMeans).
 
 It prints the table, reports how often the number of materials found equals the true one, and
 with ``--write`` replaces the "Quality" section of ``docs/benchmarks.md`` and writes the charts
@@ -38,12 +42,16 @@ EMBEDDERS = ("intensity", "lbp", "fft", "combined")
 
 def methods() -> list[str]:
     return (["sim-SAM raw"] + [f"sim-SAM+boost[{e}]" for e in EMBEDDERS]
-            + ["sim-SAM+boost K known", "classical+boost"])
+            + ["sim-SAM+boost K known", "classical+boost", "classical+boost K known"] + BASELINES)
+
+
+BASELINES = ["baseline block-hist K known", "baseline local-FFT K known"]
 
 
 def score_one(job: tuple[int, int, int]) -> list[dict]:
     """All methods on one scene: a list of rows (method, image, difficulty, metrics, K found)."""
     difficulty, seed, size = job
+    from baselines import block_histogram_kmeans, local_descriptor_kmeans
     from PIL import Image
 
     from samiam.io import load_micrograph
@@ -65,7 +73,11 @@ def score_one(job: tuple[int, int, int]) -> list[dict]:
         outputs[f"sim-SAM+boost[{embedder}]"] = Engine(settings).boost(micrograph, proposals).materials
     known = base.replace({"merging.materials": true_k})
     outputs["sim-SAM+boost K known"] = Engine(known).boost(micrograph, proposals).materials
-    outputs["classical+boost"] = Engine(base).segment(micrograph).materials
+    classical = Engine(base).segment(micrograph)
+    outputs["classical+boost"] = classical.materials
+    outputs["classical+boost K known"] = Engine(known).boost(micrograph, classical.proposals).materials
+    outputs[BASELINES[0]] = block_histogram_kmeans(micrograph.grey, true_k, seed)
+    outputs[BASELINES[1]] = local_descriptor_kmeans(micrograph.grey, true_k, seed)
     name = f"d{difficulty}_s{seed:04d}"
     return [{"label": method, "name": name, "difficulty": difficulty, "true_k": true_k,
              "found_k": len(masks), **score_image(masks, scene.materials).as_dict()}
@@ -79,9 +91,9 @@ def run(n: int, size: int, workers: int) -> list[dict]:
 
 
 def k_accuracy(rows: list[dict]) -> dict[str, float]:
-    """Per method (booster outputs only): % of images where materials found == true materials."""
+    """Per method with K estimated: % of images where materials found == true materials."""
     result = {}
-    for method in methods()[1:]:
+    for method in [m for m in methods()[1:] if "K known" not in m]:
         picked = [r for r in rows if r["label"] == method]
         result[method] = 100 * float(np.mean([r["found_k"] == r["true_k"] for r in picked]))
     return result

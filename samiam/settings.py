@@ -59,12 +59,21 @@ class ProposalSettings:
     """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
     classical_segments: int = 48
     """Target number of superpixels of the weight-free proposer, per image, before merging."""
-    classical_window: float = 2.0
+    classical_window: float = 1.0
     """Gaussian sigma of the classical proposer's texture window, in lattice periods (the period is
     estimated from the image's power spectrum)."""
-    classical_merge_distance: float = 0.5
-    """Adjacent superpixels whose mean texture features (local mean in units of the image's standard
-    deviation, natural log of local energies) are closer than this (Euclidean) are merged."""
+    classical_merge_t2: float = 20.0
+    """Adjacent superpixels are merged while the mean, over their texture features, of the squared
+    Welch t statistic of their difference is below this; each region counts one independent
+    sample per texture-window area (4 pi sigma^2)."""
+    classical_vacuum_level: float = 0.03
+    """Vacuum is left out of the classical proposals: connected areas, at least a texture window
+    large, where the intensity (smoothed over half a lattice period, in the image's stretched
+    0..1 range) is below this. Z-contrast (HAADF, ADF) convention: vacuum is dark. 0 turns it off."""
+    classical_gap_depth: float = 0.3
+    """Thin dark bands along interfaces (gaps) are left out of the classical proposals: long thin
+    valleys of the smoothed intensity deeper than this fraction of their surroundings (see
+    ``samiam/proposals/unlabelled.py``). Above 1 turns it off."""
     classical_work_side: int = 512
     """The classical proposer segments its texture maps downsampled to at most this many px per side."""
     classical_max_window: float = 30.0
@@ -124,11 +133,11 @@ class MergingSettings:
     """How K is estimated when ``materials`` is None: ``silhouette`` (best KMeans silhouette over
     crops, K = 1 below ``min_silhouette``), ``separation`` (masks grouped by a test on their
     crops' intensity statistics, ``same_material_t2``, plus a step test where two groups meet,
-    ``step_ratio``), or ``auto``: ``silhouette`` for the classical proposer's masks and
-    ``separation`` for SAM's and given ones, the better of the two for each in
-    ``bench/quality.py --n 8 --size 1024`` (SAM-like masks: mIoU 92.6 vs 76.2; classical: 76.0
-    vs 73.2). ``separation`` keeps one lattice with a thickness gradient
-    (``samples/lsfo_lattice_haadf.jpg``) whole."""
+    ``step_ratio``), ``separation_all`` (the same test over every grid crop of each mask, not a
+    sample of ``crops_per_mask``), or ``auto``: ``separation_all`` for the classical proposer's
+    masks (few, large, disjoint) and ``separation`` for SAM's and given ones (many, overlapping),
+    the better for each in ``bench/k_estimation.py`` and ``bench/quality.py``. Both keep one
+    lattice with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole."""
     min_silhouette: float = 0.575
     """``silhouette`` estimator: if no k >= 2 reaches this silhouette score on the crop features,
     the image holds one material (K = 1). Set by ``bench/embedder_choice.py`` (the threshold that
@@ -143,13 +152,14 @@ class MergingSettings:
     """``separation`` estimator: only masks with at least this many crops can found a material of
     their own; smaller masks join the nearest material (a few crops near a mask's edge give a
     noisy, biased mean). Set by ``bench/k_estimation.py`` with ``same_material_t2``."""
-    step_ratio: float = 0.6
+    step_ratio: float = 0.65
     """``separation`` estimator: two adjacent groups of masks are one material when the difference
     of the intensity features of their crops close to where they meet, projected on the
-    difference of the whole groups, is less than this fraction of it (a brightness gradient, not
-    a step; a step gives about 1). Set by ``bench/k_estimation.py`` on tuning scenes (seeds
-    100..115, 1024 px) with the LSFO sample: 0.5-0.55 leave LSFO split, 0.65 and above lose
-    difficulty-3 scenes; 0.6 keeps the synthetic scores of the whole-group test alone."""
+    difference of the whole groups, is less than this fraction of it with two standard errors to
+    spare (a brightness gradient, not a step; a step gives about 1). Set by
+    ``bench/k_estimation.py`` on tuning scenes (seeds 100..107, 512 px) with the LSFO sample: the
+    synthetic scores are the same for 0.6-0.7; 0.6 split LSFO, and the larger the value, the
+    more difficulty-3 steps seen from mixed masks pass for gradients."""
     step_reach: float = 0.5
     """``separation`` estimator: a crop counts as close to another group when it lies within this
     many crop sides of a grid crop that touches it. Set with ``step_ratio``: 1 splits LSFO

@@ -193,12 +193,12 @@ def test_group_masks_merges_closest_first_up_to_the_threshold_and_the_cap():
     np.testing.assert_array_equal(group_masks(features, owner, np.array([3, 1]), 1e9, 6), [0, 0])
 
 
-def ramp_lattice(gain_of_row):
+def ramp_lattice(gain_of_row, noise=0.02):
     """The period-6 px lattice of :func:`halves`, its brightness scaled row by row by
-    ``gain_of_row: (SIZE,) float``; three horizontal bands as masks."""
+    ``gain_of_row: (SIZE,) float``, plus Gaussian ``noise``; three horizontal bands as masks."""
     y, x = np.mgrid[:SIZE, :SIZE].astype(float)
     clean = 0.5 + (np.cos(2 * np.pi * x / 6) + np.cos(2 * np.pi * y / 6)) / 8
-    grey = gain_of_row[:, None] * clean + np.random.default_rng(4).normal(0, 0.02, clean.shape)
+    grey = gain_of_row[:, None] * clean + np.random.default_rng(4).normal(0, noise, clean.shape)
     rows = np.arange(SIZE)
     bands = np.stack([(rows >= top) & (rows < top + SIZE // 3 + 1) for top in (0, SIZE // 3, 2 * SIZE // 3)])
     return grey.astype(np.float32), np.repeat(bands[:, :, None], SIZE, axis=2)
@@ -222,7 +222,7 @@ def test_separation_estimator_splits_a_four_percent_step_between_two_lattices():
     assert result.assignment[0] == result.assignment[1] != result.assignment[2]
 
 
-def test_step_ratio_is_the_projected_near_difference():
+def test_step_ratio_is_the_projected_near_difference_with_its_standard_error():
     rng = np.random.default_rng(5)
     all_a, all_b = rng.normal(0, 1, (30, 2)), rng.normal(0, 1, (40, 2)) + [2.0, 0.0]
     spread = np.sqrt((all_a.var(axis=0) + all_b.var(axis=0)) / 2)
@@ -230,6 +230,22 @@ def test_step_ratio_is_the_projected_near_difference():
     near_a, near_b = all_a[:10], all_b[:10]
     near = (near_a.mean(axis=0) - near_b.mean(axis=0)) / spread
     expected = (near[0] * whole[0] + near[1] * whole[1]) / (whole[0] ** 2 + whole[1] ** 2)
-    assert step_ratio(near_a, near_b, all_a, all_b) == pytest.approx(expected)
-    assert step_ratio(all_a, all_b, all_a, all_b) == pytest.approx(1.0)
-    assert step_ratio(near_a, near_b, all_a, all_a) == np.inf
+    projected_a = (near_a / spread) @ whole / (whole @ whole)
+    projected_b = (near_b / spread) @ whole / (whole @ whole)
+    error = np.sqrt(np.var(projected_a, ddof=1) / 10 + np.var(projected_b, ddof=1) / 10)
+    assert step_ratio(near_a, near_b, all_a, all_b) == pytest.approx((expected, error))
+    assert step_ratio(all_a, all_b, all_a, all_b)[0] == pytest.approx(1.0)
+    assert step_ratio(near_a, near_b, all_a, all_a) == (np.inf, np.inf)
+
+
+
+def test_a_step_seen_by_few_noisy_crops_is_not_taken_for_a_gradient():
+    """Two lattices 6 % apart under strong noise meet only along a 64 px bridge (a gap elsewhere):
+    the few crops near the bridge cannot show the step, and that is no evidence of a gradient,
+    so the whole-group test decides: two materials."""
+    grey, _ = ramp_lattice(np.where(np.arange(SIZE) >= SIZE // 2, 1.06, 1.0), noise=0.12)
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    gap = (abs(rows - SIZE // 2 + 0.5) < 12) & (cols >= 64)
+    masks = np.stack([(rows < SIZE // 2) & ~gap, (rows >= SIZE // 2) & ~gap])
+    assert merge(grey, masks, k_estimator="separation", step_ratio=0.0, step_reach=0.0).n_materials_estimated == 2
+    assert merge(grey, masks, k_estimator="separation").n_materials_estimated == 2

@@ -138,3 +138,32 @@ def test_scores_are_one_minus_the_bhattacharyya_overlap_with_the_closest_neighbo
 
     expected = 1 - np.array([overlap(0, 1), max(overlap(0, 1), overlap(1, 2)), overlap(1, 2)])
     np.testing.assert_allclose(separability(labels, values[..., None]), expected, rtol=1e-4)
+
+
+def test_vacuum_and_a_dark_gap_band_belong_to_no_proposal():
+    """Vacuum on top (no signal but detector noise), then two lattices split by a 4 px dark band:
+    the vacuum and the band are left out of every proposal, the two lattices are covered."""
+    rng = np.random.default_rng(8)
+    rows = np.arange(SIDE)[:, None] * np.ones((1, SIDE))
+    vacuum, band = rows < 40, (rows >= 150) & (rows < 154)
+    signal = np.where(rows < 150, 60.0, 75.0) * (1 + 0.8 * lattice((SIDE, SIDE), 8) / 2)
+    signal = np.where(vacuum, 1.0, np.where(band, 12.0, signal))
+    proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(rng.poisson(signal).astype(float)))
+    covered = proposals.masks.any(axis=0)
+    assert covered[vacuum].mean() < 0.1
+    assert covered[band].mean() < 0.1
+    upper, lower = ~vacuum & (rows < 150), rows >= 154
+    check_regions(proposals.masks, [upper, lower], min_iou=0.9, max_straddle=0.05)
+
+
+def test_a_narrow_layer_between_vacuum_and_a_gap_band_is_a_proposal():
+    """A 16 px lattice strip cut off by vacuum above and a dark gap band below, where no
+    superpixel seed of the regular grid falls: it still becomes a proposal of its own."""
+    rng = np.random.default_rng(9)
+    rows = np.arange(SIDE)[:, None] * np.ones((1, SIDE))
+    strip, band = (rows >= 40) & (rows < 56), (rows >= 56) & (rows < 60)
+    signal = 60.0 * (1 + 0.8 * lattice((SIDE, SIDE), 8) / 2)
+    signal = np.where(rows < 40, 1.0, np.where(band, 12.0, signal))
+    proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(rng.poisson(signal).astype(float)))
+    iou = max((m & strip).sum() / (m | strip).sum() for m in proposals.masks)
+    assert iou > 0.6, iou

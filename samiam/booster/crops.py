@@ -8,7 +8,8 @@ every mask is computed at once from integral images evaluated only at the grid l
 with :func:`numpy.add.reduceat`), so the cost is one pass over the mask stack.
 
 Masks too thin or too small for any grid crop can still be looked at through
-:func:`interior_boxes`: one crop centred on the mask's most interior pixel.
+:func:`interior_boxes`: one crop centred on the mask's most interior pixel;
+:func:`interior_crops`: the square inside a small mask around that pixel, scaled to the crop side.
 
 :func:`crop_grid` keeps *every* qualifying candidate instead of a sample, and marks which candidates
 lie near each mask (a dilation on the coarse grid of the candidates that touch it): the crops on
@@ -128,18 +129,50 @@ def interior_boxes(masks: np.ndarray, crop_size: int) -> np.ndarray:
     transform), shifted to lie inside the image.
 
     masks: (N, H, W) bool, each non-empty -> boxes: (N, 4) int64 as (y0, x0, y1, x1).
-    The distance transform runs on each mask's bounding box (plus a one-pixel margin).
     """
     n, h, w = masks.shape
+    centres, _ = interior_points(masks)
     boxes = np.zeros((n, 4), np.int64)
-    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
-        window = np.pad(mask[top:bottom, left:right], 1)
-        depth = ndimage.distance_transform_edt(window)
-        cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
-        y0 = np.clip(top + cy - 1 - crop_size // 2, 0, h - crop_size)
-        x0 = np.clip(left + cx - 1 - crop_size // 2, 0, w - crop_size)
+    for i, (cy, cx) in enumerate(centres):
+        y0 = np.clip(cy - crop_size // 2, 0, h - crop_size)
+        x0 = np.clip(cx - crop_size // 2, 0, w - crop_size)
         boxes[i] = (y0, x0, y0 + crop_size, x0 + crop_size)
     return boxes
+
+
+def interior_crops(grey: np.ndarray, masks: np.ndarray, crop_size: int) -> np.ndarray:
+    """One crop per mask of what lies inside it: the largest square centred on the mask's most
+    interior pixel that fits in the mask (side about sqrt(2) x the distance to its edge, at least
+    2 px, at most ``crop_size``), scaled (bilinear) to ``crop_size``.
+
+    grey: (H, W) float; masks: (N, H, W) bool, each non-empty -> (N, crop_size, crop_size) float32.
+    """
+    n, h, w = masks.shape
+    centres, depths = interior_points(masks)
+    crops = np.zeros((n, crop_size, crop_size), np.float32)
+    for i, ((cy, cx), depth) in enumerate(zip(centres, depths)):
+        inner = int(np.clip(np.floor(np.sqrt(2.0) * depth), 2, min(crop_size, h, w)))
+        y0 = int(np.clip(cy - inner // 2, 0, h - inner))
+        x0 = int(np.clip(cx - inner // 2, 0, w - inner))
+        patch = np.asarray(grey[y0:y0 + inner, x0:x0 + inner], np.float32)
+        crops[i] = ndimage.zoom(patch, crop_size / inner, order=1, mode="nearest",
+                                grid_mode=True)[:crop_size, :crop_size]
+    return crops
+
+
+def interior_points(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most interior pixel of each mask (the maximum of its distance transform) and its distance
+    to the mask's edge: masks (N, H, W) bool, each non-empty -> ``(N, 2) int64`` (y, x) and
+    ``(N,) float64``. The distance transform runs on each mask's bounding box (plus a one-pixel
+    margin)."""
+    n = len(masks)
+    centres, depths = np.zeros((n, 2), np.int64), np.zeros(n)
+    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
+        depth = ndimage.distance_transform_edt(np.pad(mask[top:bottom, left:right], 1))
+        cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
+        centres[i] = (top + cy - 1, left + cx - 1)
+        depths[i] = depth[cy, cx]
+    return centres, depths
 
 
 def cut_crops(grey: np.ndarray, boxes: np.ndarray) -> np.ndarray:

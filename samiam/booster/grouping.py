@@ -17,9 +17,11 @@ A brightness gradient across one material (thickness changing over the field of 
 two masks' means differ. :class:`StepTest` tells the two apart where two groups meet: a material
 boundary is a *step*, so crops on either side close to where they meet differ as much as the
 whole groups do; along a gradient, close crops differ only a little. Two adjacent groups that
-fail the whole-group test are still one material when their near-boundary crops do not differ
-significantly, or when the near-boundary difference, projected on the whole-group difference, is
-less than ``max_ratio`` of it.
+fail the whole-group test are still one material when the near-boundary difference, projected on
+the whole-group difference, is less than ``max_ratio`` of it with confidence: the ratio plus
+:data:`STEP_CONFIDENCE` standard errors (from the spread of the near-boundary crops). A few noisy
+crops near a faint step (materials a few per cent apart) prove no gradient, so the whole-group
+test decides there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from samiam.booster.crops import CropGrid
+
+STEP_CONFIDENCE = 2.0
+"""Standard errors the step ratio must stay below ``max_ratio`` by for a boundary to count as a gradient."""
 
 
 def separation(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,14 +53,12 @@ class StepTest:
 
     grid: every grid crop of the masks (:func:`samiam.booster.crops.crop_grid`), with
     features: (C, F) float, one row per crop of ``grid.boxes``.
-    threshold: separation below which near-boundary crops show no difference.
     max_ratio: near-boundary difference / whole-group difference below which it is a gradient.
     min_crops: crops each group needs near the other for the two to count as adjacent (>= 2).
     """
 
     grid: CropGrid
     features: np.ndarray
-    threshold: float
     max_ratio: float
     min_crops: int
 
@@ -68,24 +71,29 @@ class StepTest:
         near_b = only_b & self.grid.near[a].any(axis=0)
         if min(near_a.sum(), near_b.sum()) < self.min_crops:
             return False
-        rows_a, rows_b = self.features[near_a], self.features[near_b]
-        if separation(rows_a, rows_b) < self.threshold:
-            return True
-        return step_ratio(rows_a, rows_b, self.features[only_a], self.features[only_b]) < self.max_ratio
+        ratio, error = step_ratio(self.features[near_a], self.features[near_b],
+                                  self.features[only_a], self.features[only_b])
+        return ratio + STEP_CONFIDENCE * error < self.max_ratio
 
 
-def step_ratio(near_a: np.ndarray, near_b: np.ndarray, all_a: np.ndarray, all_b: np.ndarray) -> float:
+def step_ratio(near_a: np.ndarray, near_b: np.ndarray, all_a: np.ndarray,
+               all_b: np.ndarray) -> tuple[float, float]:
     """Difference of the means of ``near_a: (Na, F)`` and ``near_b: (Nb, F)`` projected on the
     difference of the means of ``all_a: (Ma, F)`` and ``all_b: (Mb, F)``, as a fraction of the
-    latter, each column in units of its pooled within-group standard deviation (over ``all_*``).
-    About 1 for a step between a and b, near 0 for a smooth gradient; infinity when the whole
-    groups do not differ at all."""
+    latter, each column in units of its pooled within-group standard deviation (over ``all_*``),
+    and the standard error of that fraction (from the spread of the near rows' projections).
+    About 1 for a step between a and b, near 0 for a smooth gradient; ``(inf, inf)`` when the
+    whole groups do not differ at all."""
     spread = np.sqrt((all_a.var(axis=0) + all_b.var(axis=0)) / 2)
     scale = np.where(spread > 0, spread, 1.0)
     whole = (all_a.mean(axis=0) - all_b.mean(axis=0)) / scale
-    near = (near_a.mean(axis=0) - near_b.mean(axis=0)) / scale
     norm = float(whole @ whole)
-    return float(near @ whole) / norm if norm > 0 else float("inf")
+    if norm <= 0:
+        return float("inf"), float("inf")
+    projected_a = (near_a / scale) @ whole / norm
+    projected_b = (near_b / scale) @ whole / norm
+    error = np.sqrt(projected_a.var(ddof=1) / len(near_a) + projected_b.var(ddof=1) / len(near_b))
+    return float(projected_a.mean() - projected_b.mean()), float(error)
 
 
 def group_masks(features: np.ndarray, owner: np.ndarray, masks: np.ndarray, threshold: float,

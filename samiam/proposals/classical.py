@@ -10,14 +10,18 @@
 3. Texture feature maps: the local mean, the log local variance and the log local energy in
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
    space), each averaged over the Gaussian window, leaving out the spots and their surroundings.
-4. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side,
-   cut into ``classical_segments`` watershed superpixels, and adjacent superpixels
-   whose mean features lie within ``classical_merge_distance`` of each other are merged
-   greedily (closest pair first) on a region adjacency graph.
-5. Region borders are moved onto the ridge of the feature gradient (the true texture edge) by a
-   watershed from the regions' cores; regions without a core (blends of their neighbours along
-   an edge) dissolve. The spots are cut out of the regions as regions of their own.
-6. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image.
+4. Vacuum and dark gap bands along interfaces belong to no material and are left out
+   (:mod:`samiam.proposals.unlabelled`).
+5. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side and
+   cut into ``classical_segments`` watershed superpixels; adjacent superpixels are merged greedily
+   (closest pair first) on a region adjacency graph while their features do not differ
+   significantly (:func:`merge_regions`, ``classical_merge_t2``): the test grows with the regions'
+   areas, so materials a few per cent apart stay apart.
+   Region borders are then moved onto the ridge of the feature gradient (the true texture edge)
+   by a watershed from the regions' cores; regions without a core (blends of their neighbours
+   along an edge) dissolve. The spots are cut out of the regions as regions of their own.
+6. Labels are upsampled by nearest neighbour: masks are disjoint and cover the image but for
+   the vacuum and gap bands.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals
+from samiam.proposals.unlabelled import unlabelled_areas
 from samiam.settings import ProposalSettings, scale_to_image
 
 BAND_OCTAVES = (-1, 0, 1)
@@ -69,12 +74,16 @@ class ClassicalProposer:
 
     def propose(self, micrograph: Micrograph) -> Proposals:
         grey = np.asarray(micrograph.grey, np.float32)
-        maps = texture_features(grey, self.settings)
+        settings = self.settings
+        maps = texture_features(grey, settings)
+        level = maps.fine * float(grey.std()) + float(grey.mean())
+        empty = unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
+                                 settings.classical_gap_depth)
         gradient = feature_gradient(maps.edges)
-        labels = merge_regions(superpixels(gradient, self.settings.classical_segments), maps.features,
-                               self.settings.classical_merge_distance)
-        labels = refine_boundaries(labels, gradient, margin=maps.window)
-        labels = _consecutive(np.where(maps.spots > 0, maps.spots + labels.max(), labels))
+        labels = merge_regions(superpixels(gradient, settings.classical_segments, ~empty), maps.features,
+                               settings.classical_merge_t2, 4 * np.pi * maps.window ** 2)
+        labels = refine_boundaries(labels, gradient, margin=maps.window, mask=~empty)
+        labels = _consecutive(np.where(maps.spots > 0, maps.spots + labels.max(), labels), background=0)
         scores = separability(labels, np.concatenate([maps.features, maps.fine[..., None]], axis=-1))
         rows = np.arange(grey.shape[0]) // maps.factor
         cols = np.arange(grey.shape[1]) // maps.factor
@@ -97,6 +106,8 @@ class TextureMaps:
     spots: (h, w) int64, 0 outside the compact spots, 1..S inside them (see :func:`find_spots`).
     factor: the image is ``factor`` times larger than the maps (h = ceil(H / factor)).
     window: sigma of the Gaussian texture window, in working-resolution px.
+    period: the lattice period (or, without a lattice, the period that goes with the largest
+        window), in working-resolution px.
     """
 
     features: np.ndarray
@@ -105,6 +116,7 @@ class TextureMaps:
     spots: np.ndarray
     factor: int
     window: float
+    period: float
 
 
 def dominant_period(grey: np.ndarray) -> float | None:
@@ -161,7 +173,7 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
     features = np.concatenate([linear[..., :1], np.log(linear[..., 1:] + ENERGY_FLOOR)], axis=-1)
     edges = linear / np.maximum(linear.std(axis=(0, 1)), ENERGY_FLOOR)
     return TextureMaps(features.astype(np.float32), edges.astype(np.float32), fine.astype(np.float32),
-                       spots, factor, window)
+                       spots, factor, window, period / factor)
 
 
 def find_spots(fine: np.ndarray, window: float, contrast: float, max_radius: float) -> np.ndarray:
@@ -209,15 +221,21 @@ def feature_gradient(features: np.ndarray) -> np.ndarray:
                        for f in range(features.shape[-1]) for axis in (0, 1)))
 
 
-def superpixels(gradient: np.ndarray, segments: int) -> np.ndarray:
-    """Watershed of ``gradient: (h, w)`` flooded from a regular grid of ``segments`` seeds, so that
-    superpixel borders fall on texture edges -> labels ``(h, w) int``, 1-based."""
+def superpixels(gradient: np.ndarray, segments: int, mask: np.ndarray) -> np.ndarray:
+    """Watershed of ``gradient: (h, w)`` inside ``mask: (h, w) bool``, flooded from a regular grid
+    of ``segments`` seeds, so that superpixel borders fall on texture edges -> labels ``(h, w)
+    int``, 1-based, 0 outside ``mask``. A part of ``mask`` that no seed reaches (a narrow layer
+    cut off by vacuum and a gap band) is a superpixel of its own."""
+    from scipy import ndimage
     from skimage.segmentation import watershed
 
-    return watershed(gradient, markers=segments)
+    labels = watershed(gradient, markers=segments, mask=mask)
+    unreached, count = ndimage.label(mask & (labels == 0))
+    return np.where(unreached > 0, unreached + labels.max(), labels) if count else labels
 
 
-def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float) -> np.ndarray:
+def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float,
+                      mask: np.ndarray) -> np.ndarray:
     """Move region borders onto the ridge of ``gradient`` and dissolve regions with no pixel
     farther than ``margin`` from their border.
 
@@ -225,7 +243,9 @@ def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float) -
     each side of their edge; a region inside that band is a blend, not a texture. The pixels
     farther than ``margin`` (the window's sigma) from any border are the regions' cores; a
     watershed of ``gradient`` from these cores puts every edge where the features change fastest,
-    i.e. on the true edge. labels: (h, w) int, 1-based -> (h, w) int64, 1..K consecutive.
+    i.e. on the true edge. A part of ``mask`` that no core reaches (a narrow layer cut off by
+    vacuum and a gap band) keeps its labels. labels: (h, w) int, 1-based, 0 outside ``mask: (h, w) bool`` ->
+    (h, w) int64, 1..K consecutive, 0 outside ``mask``.
     """
     from scipy import ndimage
     from skimage.segmentation import find_boundaries, watershed
@@ -233,36 +253,63 @@ def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float) -
     cores = ndimage.distance_transform_edt(~find_boundaries(labels, mode="thick")) > margin
     if not cores.any():
         return labels
-    refined = watershed(gradient, markers=np.where(cores, labels, 0))
-    return _consecutive(refined)
+    refined = watershed(gradient, markers=np.where(cores & mask, labels, 0), mask=mask)
+    refined = np.where(mask & (refined == 0), labels, refined)  # parts no core reaches keep theirs
+    return _consecutive(refined, background=0)
 
 
-def merge_regions(labels: np.ndarray, features: np.ndarray, distance: float) -> np.ndarray:
-    """Greedily merge adjacent regions whose mean features are closer than ``distance``.
+def merge_regions(labels: np.ndarray, features: np.ndarray, threshold: float,
+                  correlation_area: float) -> np.ndarray:
+    """Greedily merge adjacent regions whose features do not differ significantly.
 
-    labels: (h, w) int, 1-based; features: (h, w, F) -> (h, w) int64 labels 1..K, consecutive.
+    Two regions differ by :func:`welch_t2` of their pixels' features, each region counting
+    ``area / correlation_area`` independent samples (the features are window averages: pixels
+    closer than the window are not independent). The closest pair is merged first, while the
+    smallest difference is below ``threshold``. A real difference grows with the regions' areas,
+    so large regions a few per cent apart stay apart while noise-level splits of one texture merge.
+
+    labels: (h, w) int, 1-based, 0 where no region is; features: (h, w, F) -> (h, w) int64
+    labels 1..K, consecutive, 0 where ``labels`` is 0.
     """
     from skimage import graph
 
     count, total = _region_sums(labels, features)
+    _, total_sq = _region_sums(labels, features.astype(np.float64) ** 2)
     rag = graph.RAG()
-    for n in np.flatnonzero(count):
-        rag.add_node(n, labels=[n], count=count[n], total=total[n], mean=total[n] / count[n])
+    for n in np.flatnonzero(count[1:]) + 1:
+        rag.add_node(n, labels=[n], count=count[n], total=total[n], total_sq=total_sq[n])
+
+    def difference(a: dict, b: dict) -> float:
+        return welch_t2(a["count"], a["total"], a["total_sq"], b["count"], b["total"], b["total_sq"],
+                        correlation_area)
+
     for a, b in _adjacent_pairs(labels):
-        rag.add_edge(a, b, weight=float(np.linalg.norm(rag.nodes[a]["mean"] - rag.nodes[b]["mean"])))
+        rag.add_edge(a, b, weight=difference(rag.nodes[a], rag.nodes[b]))
 
     def absorb(rag, src, dst):
         node = rag.nodes[dst]
-        node["count"] += rag.nodes[src]["count"]
-        node["total"] = node["total"] + rag.nodes[src]["total"]
-        node["mean"] = node["total"] / node["count"]
+        for key in ("count", "total", "total_sq"):
+            node[key] = node[key] + rag.nodes[src][key]
 
     def reweigh(rag, src, dst, n):
-        return {"weight": float(np.linalg.norm(rag.nodes[dst]["mean"] - rag.nodes[n]["mean"]))}
+        return {"weight": difference(rag.nodes[dst], rag.nodes[n])}
 
-    merged = graph.merge_hierarchical(labels, rag, thresh=distance, rag_copy=False, in_place_merge=True,
+    merged = graph.merge_hierarchical(labels, rag, thresh=threshold, rag_copy=False, in_place_merge=True,
                                       merge_func=absorb, weight_func=reweigh)
-    return _consecutive(merged)
+    return _consecutive(np.where(labels > 0, merged, -1), background=-1)
+
+
+def welch_t2(count_a: float, total_a: np.ndarray, total_sq_a: np.ndarray, count_b: float,
+             total_b: np.ndarray, total_sq_b: np.ndarray, correlation_area: float) -> float:
+    """Mean over features of the squared Welch t statistic between two regions given by their
+    pixel count, feature sums ``(F,)`` and sums of squares ``(F,)``; each region holds
+    ``count / correlation_area`` (at least 1) independent samples."""
+    mean_a, mean_b = total_a / count_a, total_b / count_b
+    var_a = np.maximum(total_sq_a / count_a - mean_a ** 2, 0.0) + VARIANCE_FLOOR
+    var_b = np.maximum(total_sq_b / count_b - mean_b ** 2, 0.0) + VARIANCE_FLOOR
+    samples_a = max(count_a / correlation_area, 1.0)
+    samples_b = max(count_b / correlation_area, 1.0)
+    return float(np.mean((mean_a - mean_b) ** 2 / (var_a / samples_a + var_b / samples_b)))
 
 
 def separability(labels: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -300,10 +347,10 @@ def _region_sums(labels: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _adjacent_pairs(labels: np.ndarray) -> np.ndarray:
-    """Distinct pairs ``(P, 2)`` of labels that touch horizontally or vertically."""
+    """Distinct pairs ``(P, 2)`` of labels >= 1 that touch horizontally or vertically."""
     a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
     b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    differ = a != b
+    differ = (a != b) & (a > 0) & (b > 0)
     return np.unique(np.sort(np.stack([a[differ], b[differ]], axis=1), axis=1), axis=0)
 
 
