@@ -80,3 +80,15 @@ class RequestError(SamiamError):
     """An HTTP request to the service is malformed (not JSON, missing or mistyped fields)."""
 
     http_status = 400
+
+
+class AnnotationError(SamiamError):
+    """A Label Studio annotation cannot be read as material masks: bad RLE, wrong size, unknown label."""
+
+    http_status = 422
+
+
+class PrototypeError(SamiamError):
+    """Stored label prototypes are malformed or were made with another texture embedder."""
+
+    http_status = 422

@@ -155,6 +155,28 @@ class MergingSettings:
     many crop sides of a grid crop that touches it. Set with ``step_ratio``: 1 splits LSFO
     more often and merges more difficulty-1 scenes than 0.5."""
 
+
+@dataclass(frozen=True)
+class NamingSettings:
+    """How material masks get the project's own label names from prototypes learned from
+    annotations (:mod:`samiam.booster.prototypes`, :mod:`samiam.booster.naming`)."""
+
+    mode: str = "cluster"
+    """``cluster``: cluster as without prototypes, then name each material by its nearest label
+    (one-to-one, Hungarian); ``supervised``: when every label of the project has prototypes,
+    classify each mask's crops by their nearest label instead of clustering (paper 5.2).
+    Chosen by ``bench/naming.py``."""
+    far_distance: float = 3.0
+    """A material whose crops lie farther than this from a label's exemplars (mean distance to
+    the nearest exemplar, in units of the label's spread) is not that label; a material with no
+    label this close gets no confident name (the next unused label, score ``unnamed_score``)."""
+    unnamed_score: float = 0.05
+    """Score of a region whose name was not recognised (at most this)."""
+    crops_per_label: int = 32
+    """Crops drawn inside each labelled region of an annotated image to learn from."""
+    exemplars_per_label: int = 256
+    """Exemplar embeddings kept per label (a uniform reservoir sample of every crop seen)."""
+
 @dataclass(frozen=True)
 class MetricSettings:
     """Knobs of the paper's evaluation (``samiam evaluate``); not part of the engine's settings."""
@@ -175,6 +197,7 @@ class Settings:
     proposals: ProposalSettings = field(default_factory=ProposalSettings)
     removal: RemovalSettings = field(default_factory=RemovalSettings)
     merging: MergingSettings = field(default_factory=MergingSettings)
+    naming: NamingSettings = field(default_factory=NamingSettings)
 
     def replace(self, overrides: Mapping[str, Any]) -> Settings:
         """Return new settings with dotted-name overrides, e.g. ``{"merging.materials": 3}``.

@@ -1,0 +1,145 @@
+"""Give material masks the project's own label names, from :mod:`samiam.booster.prototypes`.
+
+Two ways, chosen by ``naming.mode`` (``bench/naming.py`` measures both):
+
+* **cluster** (:func:`name_materials`): the booster clusters as usual; then each material's
+  distance to each label is the mean, over up to ``merging.crops_per_mask`` crops inside it, of
+  the crop's distance to the label (:meth:`Prototypes.distances`: to the nearest exemplar, in
+  units of the label's spread). Materials and labels are paired one to one by the least total
+  distance (Hungarian, :func:`scipy.optimize.linear_sum_assignment`). A material whose paired
+  distance exceeds ``naming.far_distance``, or that is left without a label (more materials than
+  learned labels), gets no confident name: ``None``. The Label Studio adapter then gives it the
+  config's next unused label with a score of at most ``naming.unnamed_score``.
+* **supervised** (:func:`classify_masks`, the paper's section 5.2 with prototypes in place of a
+  trained classifier): when every label of the project has prototypes, each crop of each kept
+  proposal gets the label it is nearest to; each mask gets its crops' majority label (ties: the
+  lowest mean distance); masks of one label merge (:func:`samiam.booster.merging.merge_assigned`).
+  A mask whose mean distance to its label exceeds ``naming.far_distance`` shows something not
+  learned: such masks form one unnamed material.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from samiam import masks as masklib
+from samiam.booster.embedders import TextureEmbedder
+from samiam.booster.merging import MergeResult, merge_assigned
+from samiam.booster.prototypes import Prototypes, embed_regions
+from samiam.errors import SettingsError
+from samiam.settings import NamingSettings, Settings
+
+MODES = ("cluster", "supervised")
+"""Values of ``naming.mode``."""
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Names of K materials.
+
+    names: K entries, a learned label's name or None (no confident name).
+    distances: (K,) float64, distance of each material to the label it was paired with (inf
+        when it was paired with none).
+    """
+
+    names: tuple[str | None, ...]
+    distances: np.ndarray
+
+
+def check_naming(settings: NamingSettings, prototypes: Prototypes, embedder: TextureEmbedder) -> None:
+    """Raise :class:`SettingsError` for naming settings out of range and :class:`PrototypeError`
+    when ``prototypes`` were made by another embedder than ``embedder``."""
+    problems = [f"naming.{name} must be {rule}; got {value!r}" for name, value, ok, rule in (
+        ("mode", settings.mode, settings.mode in MODES, f"one of {', '.join(MODES)}"),
+        ("far_distance", settings.far_distance, settings.far_distance > 0, "positive"),
+        ("unnamed_score", settings.unnamed_score, 0 <= settings.unnamed_score <= 1, "in [0, 1]"),
+        ("crops_per_label", settings.crops_per_label, settings.crops_per_label >= 1, "at least 1"),
+        ("exemplars_per_label", settings.exemplars_per_label, settings.exemplars_per_label >= 1, "at least 1"),
+    ) if not ok]
+    if problems:
+        raise SettingsError("; ".join(problems))
+    prototypes.require_embedder(embedder)
+
+
+def material_distances(grey: np.ndarray, masks: np.ndarray, prototypes: Prototypes,
+                       embedder: TextureEmbedder, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """Mean crop distance of each of ``masks: (K, H, W) bool`` on ``grey: (H, W)`` to each label.
+
+    Returns ``(K, L) float64`` (inf for a mask without crops) and ``(K,) int64`` crop counts.
+    """
+    features, owner = embed_regions(grey, masks, settings.merging.crops_per_mask, settings, embedder)
+    per_crop = prototypes.distances(features) if len(features) else np.zeros((0, len(prototypes.labels)))
+    counts = np.bincount(owner, minlength=len(masks))
+    sums = np.zeros((len(masks), len(prototypes.labels)))
+    np.add.at(sums, owner, per_crop)
+    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.inf), counts
+
+
+def assign_names(distances: np.ndarray, names: tuple[str, ...], far_distance: float) -> Naming:
+    """One-to-one names for K materials from their ``distances: (K, L)`` to L labels ``names``
+    (Hungarian); a pair farther than ``far_distance`` is no name (module docstring)."""
+    k = len(distances)
+    chosen: list[str | None] = [None] * k
+    paired = np.full(k, np.inf)
+    if k and len(names):
+        finite = np.where(np.isfinite(distances), distances, np.finfo(np.float64).max / (k + len(names)))
+        rows, cols = linear_sum_assignment(finite)
+        for row, col in zip(rows, cols):
+            paired[row] = distances[row, col]
+            if distances[row, col] <= far_distance:
+                chosen[row] = names[col]
+    return Naming(names=tuple(chosen), distances=paired)
+
+
+def name_materials(grey: np.ndarray, materials: np.ndarray, prototypes: Prototypes,
+                   embedder: TextureEmbedder, settings: Settings) -> Naming:
+    """Name ``materials: (K, H, W) bool`` (the booster's output) on ``grey: (H, W)`` by their
+    nearest learned labels, one to one (module docstring, *cluster*)."""
+    if not prototypes.labels:
+        return Naming(names=(None,) * len(materials), distances=np.full(len(materials), np.inf))
+    distances, _ = material_distances(grey, materials, prototypes, embedder, settings)
+    return assign_names(distances, prototypes.names, settings.naming.far_distance)
+
+
+def classify_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray, prototypes: Prototypes,
+                   embedder: TextureEmbedder, settings: Settings) -> tuple[MergeResult, Naming]:
+    """The supervised booster (module docstring): ``masks: (N, H, W) bool`` with proposal
+    ``scores: (N,)`` on ``grey: (H, W)`` -> materials merged by label, and their names."""
+    masks = masklib.as_mask_stack(masks, grey.shape)
+    n, n_labels = len(masks), len(prototypes.labels)
+    features, owner = embed_regions(grey, masks, settings.merging.crops_per_mask, settings, embedder)
+    group = np.full(n, -1, np.int64)
+    support = np.zeros(n)
+    per_crop = prototypes.distances(features) if len(features) and n_labels else np.zeros((0, n_labels))
+    if len(per_crop):
+        votes = np.zeros((n, n_labels), np.int64)
+        np.add.at(votes, (owner, per_crop.argmin(axis=1)), 1)
+        counts = votes.sum(axis=1)
+        mean = np.zeros((n, n_labels))
+        np.add.at(mean, owner, per_crop)
+        mean /= np.maximum(counts, 1)[:, None]
+        tied = votes == votes.max(axis=1, keepdims=True)
+        winner = np.argmin(np.where(tied, mean, np.inf), axis=1)
+        voted = counts > 0
+        far = mean[np.arange(n), winner] > settings.naming.far_distance
+        group[voted] = np.where(far, n_labels, winner)[voted]  # n_labels: the unnamed material
+        support[voted] = (votes[np.arange(n), winner] / np.maximum(counts, 1))[voted]
+    merged = merge_assigned(masks, scores, group, support)
+    label_of = np.full(len(merged.materials), n_labels)
+    label_of[merged.assignment[merged.assignment >= 0]] = group[merged.assignment >= 0]
+    names = tuple(prototypes.names[g] if g < n_labels else None for g in label_of)
+    return merged, Naming(names=names, distances=_named_distances(per_crop, merged.assignment[owner], label_of))
+
+
+def _named_distances(per_crop: np.ndarray, material: np.ndarray, label_of: np.ndarray) -> np.ndarray:
+    """Mean distance of each material's crops to its label: ``per_crop: (M, L)``, ``material: (M,)``
+    (-1: dropped), ``label_of: (K,)`` (L: unnamed) -> ``(K,) float64``, inf when unnamed."""
+    k, n_labels = len(label_of), per_crop.shape[1]
+    named = (material >= 0) & (np.append(label_of, n_labels)[material] < n_labels)
+    rows = np.flatnonzero(named)
+    sums = np.bincount(material[rows], per_crop[rows, label_of[material[rows]]], minlength=k)
+    counts = np.bincount(material[rows], minlength=k)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
