@@ -3,7 +3,7 @@
 Two ways, chosen by ``naming.mode`` (``bench/naming.py`` measures both):
 
 * **cluster** (:func:`name_materials`): the booster clusters as usual; then each material's
-  distance to each label is the mean, over up to ``merging.crops_per_mask`` crops inside it, of
+  distance to each label is the mean, over up to ``naming.crops_per_label`` crops inside it, of
   the crop's distance to the label (:meth:`Prototypes.distances`: to the nearest exemplar, in
   units of the label's spread). Materials and labels are paired one to one by the least total
   distance (Hungarian, :func:`scipy.optimize.linear_sum_assignment`). A material whose paired
@@ -14,8 +14,8 @@ Two ways, chosen by ``naming.mode`` (``bench/naming.py`` measures both):
   trained classifier): when every label of the project has prototypes, each crop of each kept
   proposal gets the label it is nearest to; each mask gets its crops' majority label (ties: the
   lowest mean distance); masks of one label merge (:func:`samiam.booster.merging.merge_assigned`).
-  A mask whose mean distance to its label exceeds ``naming.far_distance`` shows something not
-  learned: such masks form one unnamed material.
+  A mask whose mean distance to its label exceeds ``naming.far_distance`` shows none of the
+  project's labels (a gap band, vacuum, debris): it is dropped, as every label is learned.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def material_distances(grey: np.ndarray, masks: np.ndarray, prototypes: Prototyp
 
     Returns ``(K, L) float64`` (inf for a mask without crops) and ``(K,) int64`` crop counts.
     """
-    features, owner = embed_regions(grey, masks, settings.merging.crops_per_mask, settings, embedder)
+    features, owner = embed_regions(grey, masks, settings.naming.crops_per_label, settings, embedder)
     per_crop = prototypes.distances(features) if len(features) else np.zeros((0, len(prototypes.labels)))
     counts = np.bincount(owner, minlength=len(masks))
     sums = np.zeros((len(masks), len(prototypes.labels)))
@@ -125,21 +125,14 @@ def classify_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray, prot
         winner = np.argmin(np.where(tied, mean, np.inf), axis=1)
         voted = counts > 0
         far = mean[np.arange(n), winner] > settings.naming.far_distance
-        group[voted] = np.where(far, n_labels, winner)[voted]  # n_labels: the unnamed material
+        group[voted & ~far] = winner[voted & ~far]
         support[voted] = (votes[np.arange(n), winner] / np.maximum(counts, 1))[voted]
     merged = merge_assigned(masks, scores, group, support)
-    label_of = np.full(len(merged.materials), n_labels)
+    label_of = np.zeros(len(merged.materials), np.int64)  # every material holds masks of one label
     label_of[merged.assignment[merged.assignment >= 0]] = group[merged.assignment >= 0]
-    names = tuple(prototypes.names[g] if g < n_labels else None for g in label_of)
-    return merged, Naming(names=names, distances=_named_distances(per_crop, merged.assignment[owner], label_of))
-
-
-def _named_distances(per_crop: np.ndarray, material: np.ndarray, label_of: np.ndarray) -> np.ndarray:
-    """Mean distance of each material's crops to its label: ``per_crop: (M, L)``, ``material: (M,)``
-    (-1: dropped), ``label_of: (K,)`` (L: unnamed) -> ``(K,) float64``, inf when unnamed."""
-    k, n_labels = len(label_of), per_crop.shape[1]
-    named = (material >= 0) & (np.append(label_of, n_labels)[material] < n_labels)
-    rows = np.flatnonzero(named)
-    sums = np.bincount(material[rows], per_crop[rows, label_of[material[rows]]], minlength=k)
-    counts = np.bincount(material[rows], minlength=k)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+    material = merged.assignment[owner]  # (M,) material of each crop, -1 when its mask was dropped
+    rows = np.flatnonzero(material >= 0)
+    sums = np.bincount(material[rows], per_crop[rows, label_of[material[rows]]], minlength=len(label_of))
+    counts = np.bincount(material[rows], minlength=len(label_of))
+    return merged, Naming(names=tuple(prototypes.names[g] for g in label_of),
+                          distances=np.where(counts > 0, sums / np.maximum(counts, 1), np.inf))

@@ -125,6 +125,9 @@ def region_labels(names: Sequence[str | None], labels: Sequence[str]) -> list[tu
     label that no recognised region carries, in config order, and is marked not recognised. With
     no names at all this is config order (the zero-shot placeholders).
     """
+    if len(names) > len(labels):
+        raise ValueError(f"{len(names)} regions but the label config has only {len(labels)} labels "
+                         f"({', '.join(labels)}); bound merging.max_materials by the label count")
     kept = [name if name in labels else None for name in names]
     kept = [name if name is not None and name not in kept[:i] else None for i, name in enumerate(kept)]
     spare = iter(label for label in labels if label not in kept)
@@ -152,9 +155,6 @@ def predictions_from_segmentation(materials: np.ndarray, scores: np.ndarray, con
         raise ValueError(f"need (K, H, W) materials, (K,) scores and K names; got {materials.shape}, "
                          f"{scores.shape} and {None if names is None else len(names)} names")
     k, height, width = materials.shape
-    if k > len(config.labels):
-        raise ValueError(f"{k} materials but the label config has only {len(config.labels)} labels "
-                         f"({', '.join(config.labels)}); bound merging.max_materials by the label count")
     labelled = region_labels([None] * k if names is None else names, config.labels)
     if names is not None:
         scores = np.array([score if known else min(score, unnamed_score)
