@@ -242,7 +242,9 @@ def annotation_materials(results: list[dict], config: BrushConfig | None = None,
     :class:`AnnotationError` (as do the checks of :func:`materials_from_results`).
     """
     masks, labels = materials_from_results(results, config)
-    if shape is not None and len(masks) and masks.shape[1:] != tuple(shape):
+    if shape is not None and not len(masks):
+        masks = np.zeros((0, *shape), bool)
+    if shape is not None and masks.shape[1:] != tuple(shape):
         raise AnnotationError(f"brush results are {masks.shape[2]} x {masks.shape[1]} px but the image "
                               f"is {shape[1]} x {shape[0]} px")
     order = [label for label in (config.labels if config else dict.fromkeys(labels)) if label in labels]
