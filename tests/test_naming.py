@@ -115,15 +115,17 @@ def _constructed(points: dict[str, list[float]]) -> Prototypes:
 def test_hungarian_pairs_one_to_one_where_nearest_label_would_repeat():
     # Both materials are nearest to "a"; the pairing with the least total distance is b, a.
     distances = np.array([[1.0, 2.0], [1.1, 5.0]])
-    naming = assign_names(distances, ("a", "b"), far_distance=10)
+    naming = assign_names(distances, np.array([1.0, 2.0]), ("a", "b"), far_distance=10)
     assert naming.names == ("b", "a")
-    assert naming.distances.tolist() == [2.0, 1.1]
+    assert naming.distances.tolist() == [1.0, 1.1]  # in units of each label's spread
+    # Far is judged in spreads: 2.0 is 2 spreads of "b" -> no name with a threshold of 1.5.
+    assert assign_names(distances, np.array([1.0, 1.0]), ("a", "b"), far_distance=1.5).names == (None, "a")
 
 
 def test_constructed_embeddings_name_materials_by_their_nearest_exemplars():
     prototypes = _constructed({"dark": [-1.01, -1.0, -0.99, -1.0, -1.0, -1.01],
                                "bright": [0.99, 1.0, 1.01, 1.0, 1.0, 1.01]})
-    distances = prototypes.distances(np.array([[-1.0], [1.0], [0.0]]))
+    distances = prototypes.distances(np.array([[-1.0], [1.0], [0.0]])) / prototypes.spreads
     assert distances[0, 0] < 1.5 < distances[0, 1] and distances[1, 1] < 1.5 < distances[1, 0]
     assert distances[2].min() > 5
     grey, masks = _striped((0.8, 0.2))

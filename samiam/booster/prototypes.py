@@ -13,10 +13,11 @@ right after one corrected image in ``bench/naming.py``, standardised ones 92 %.
 
 Distances between crops and exemplars (:meth:`Prototypes.distances`) are Euclidean after scaling
 each feature column by its standard deviation over all exemplars and each of the embedder's
-blocks by 1/sqrt(its width), as the merging step does within one image. A label's *spread* is the
-root mean square distance of its exemplars to their mean, in the same space; a crop's distance to
-a label is its distance to the label's nearest exemplar divided by the label's spread, so about 1
-or less for a crop of that material and growing with how different it is.
+blocks by 1/sqrt(its width), as the merging step does within one image; a crop's distance to a
+label is its mean distance to the label's :data:`NEIGHBOURS` nearest exemplars. A label's
+*spread* (:attr:`Prototypes.spreads`) is the same distance from its own exemplars to the others
+(median over them): a distance in units of the spread is about 1 for a crop of that material,
+and grows with how different the crop is.
 
 Prototypes are frozen: :func:`update` returns new ones, and :attr:`Prototypes.version` (8 hex
 digits of a content hash) changes whenever they do. :meth:`Prototypes.to_json` /
@@ -141,13 +142,11 @@ class Prototypes:
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Distance of each crop to each label: ``features: (M, D)`` -> ``(M, L) float64``, the
-        mean distance to the label's :data:`NEIGHBOURS` nearest exemplars in units of the
-        label's spread."""
+        mean distance to the label's :data:`NEIGHBOURS` nearest exemplars (divide by
+        :attr:`spreads` for units of each label's spread)."""
         points = self.scaled(features)
-        out = np.empty((len(points), len(self.labels)))
-        for j, label in enumerate(self.labels):
-            out[:, j] = _nearest_mean(_euclidean(points, self.scaled(label.exemplars)), NEIGHBOURS) / self.spreads[j]
-        return out
+        return np.stack([_nearest_mean(_euclidean(points, self.scaled(label.exemplars)), NEIGHBOURS)
+                         for label in self.labels], axis=1) if self.labels else np.zeros((len(points), 0))
 
     def restrict(self, labels: Sequence[str]) -> Prototypes:
         """Only the given labels (a project's label config), in that order; those not learned
