@@ -4,9 +4,9 @@ image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> boost
       -> Segmentation (K non-overlapping material masks with scores)
 
 Given a project's :class:`~samiam.booster.prototypes.Prototypes`, the materials also get the
-project's label names (:mod:`samiam.booster.naming`): by naming the clusters, or with
-``naming.mode = "supervised"`` and every label learned, by classifying the masks instead of
-clustering them.
+project's label names (:mod:`samiam.booster.naming`): by naming the clusters, or (``naming.mode``
+``supervised``, or ``auto`` for the classical proposer's masks) once every label is learned, by
+classifying the masks instead of clustering them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.booster import k_estimator_for, merge_masks, remove_masks
 from samiam.booster.embedders import TextureEmbedder, make_embedder
-from samiam.booster.naming import check_naming, classify_masks, name_materials
+from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, load_micrograph
 from samiam.proposals import Proposer, make_proposer
@@ -123,7 +123,8 @@ class Engine:
         names = None
         if prototypes is not None:
             check_naming(settings.naming, prototypes, embedder)
-        if prototypes is not None and prototypes.complete and settings.naming.mode == "supervised":
+        if prototypes is not None and prototypes.complete \
+                and mode_for(settings.naming, proposer_name) == "supervised":
             merged, naming = classify_masks(micrograph.grey, masks[kept], scores[kept], prototypes,
                                             embedder, settings)
             names = naming.names

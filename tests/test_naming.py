@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from samiam.booster.embedders import make_embedder
-from samiam.booster.naming import assign_names, classify_masks, name_materials
+from samiam.booster.naming import assign_names, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import LabelPrototype, Prototypes, update
 from samiam.errors import PrototypeError, SettingsError
 from samiam.io import load_micrograph
@@ -205,3 +205,11 @@ def test_after_learning_one_image_the_next_image_of_the_series_carries_the_right
     truth = [second.names[int(row.argmax())] for row in overlap]
     assert list(named.names) == truth
     assert len(set(truth)) == len(second.names)
+
+
+def test_auto_mode_classifies_the_classical_proposers_masks_and_names_clusters_of_others():
+    auto = Settings().naming
+    assert auto.mode == "auto"
+    assert mode_for(auto, "classical") == "supervised"
+    assert mode_for(auto, "sam") == mode_for(auto, "given") == "cluster"
+    assert mode_for(Settings().replace({"naming.mode": "cluster"}).naming, "classical") == "cluster"
