@@ -32,17 +32,16 @@ import argparse
 import io
 import os
 import platform
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
 CHART = REPO / "docs" / "img" / "naming.png"
-START, END = "<!-- naming:start -->", "<!-- naming:end -->"
 CORRECTED = (0, 1, 2, 5, 10)
 PROPOSERS = ("sim-SAM", "classical")
 
@@ -196,16 +195,6 @@ def report(rows: list[dict], summary: list[dict], args, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    block = f"{START}\n{text}\n{END}"
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in current:
-        current = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, current, flags=re.DOTALL)
-    else:
-        current = current.rstrip() + "\n\n## Pre-labels with the project's label names\n\n" + block + "\n"
-    DOCS.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=6, help="series per difficulty class")
@@ -226,7 +215,7 @@ def main() -> None:
     print(text)
     if args.write:
         chart(summary, CHART)
-        write_section(text)
+        write_section(DOCS, "naming", "Pre-labels with the project's label names", text)
 
 
 if __name__ == "__main__":
