@@ -92,3 +92,9 @@ class PrototypeError(SamiamError):
     """Stored label prototypes are malformed or were made with another texture embedder."""
 
     http_status = 422
+
+
+class PromptError(SamiamError):
+    """An interactive prompt (clicks, box) is malformed, outside the image, or cannot be answered."""
+
+    http_status = 400
