@@ -213,3 +213,9 @@ def test_auto_mode_classifies_the_classical_proposers_masks_and_names_clusters_o
     assert mode_for(auto, "classical") == "supervised"
     assert mode_for(auto, "sam") == mode_for(auto, "given") == "cluster"
     assert mode_for(Settings().replace({"naming.mode": "cluster"}).naming, "classical") == "cluster"
+
+
+def test_an_annotation_without_regions_learns_nothing():
+    grey, _ = _striped((0.2, 0.8))
+    empty = Prototypes.empty(MeanEmbedder())
+    assert update(empty, grey, np.zeros((0, *grey.shape), bool), [], MeanEmbedder(), SMALL) == empty

@@ -136,8 +136,8 @@ class Prototypes:
                 spreads.append(1.0)
                 continue
             pairwise = _euclidean(points, points)
-            np.fill_diagonal(pairwise, np.inf)
-            spreads.append(float(np.median(_nearest_mean(pairwise, NEIGHBOURS))))
+            np.fill_diagonal(pairwise, np.inf)  # sorts last; at most E - 1 neighbours are taken
+            spreads.append(float(np.median(_nearest_mean(pairwise, min(NEIGHBOURS, len(points) - 1)))))
         return np.maximum(np.asarray(spreads, np.float64), np.finfo(np.float32).eps)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
@@ -198,9 +198,8 @@ def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _nearest_mean(distances: np.ndarray, k: int) -> np.ndarray:
-    """(M, E) distances -> (M,) mean of each row's min(k, E) smallest finite ones."""
-    k = min(k, distances.shape[1] - int(np.isinf(distances).any(axis=1).max(initial=0)))
-    return np.sort(distances, axis=1)[:, :max(k, 1)].mean(axis=1)
+    """(M, E) distances -> (M,) mean of each row's min(k, E) smallest ones."""
+    return np.sort(distances, axis=1)[:, :k].mean(axis=1)
 
 
 def _positive_int(value: object) -> int:
@@ -269,8 +268,8 @@ def update(prototypes: Prototypes, grey: np.ndarray, masks: np.ndarray, labels: 
         raise PrototypeError(f"need one non-empty label name per mask; got {len(masks)} masks and "
                              f"labels {list(labels)!r}")
     names = list(dict.fromkeys(labels))
-    merged = np.stack([masks[[label == name for label in labels]].any(axis=0) for name in names]) \
-        if names else masks
+    merged = np.array([masks[[label == name for label in labels]].any(axis=0) for name in names],
+                      bool).reshape(len(names), *grey.shape)
     features, owner = embed_regions(grey, merged, settings.naming.crops_per_label, settings, embedder)
     rng = np.random.default_rng([settings.merging.seed, int(prototypes.version, 16)])
     learned = {label.name: label for label in prototypes.labels}
