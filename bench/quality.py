@@ -27,16 +27,15 @@ import argparse
 import io
 import os
 import platform
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- quality:start -->", "<!-- quality:end -->"
 EMBEDDERS = ("intensity", "lbp", "fft", "combined")
 
 
@@ -126,16 +125,6 @@ def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Pat
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    block = f"{START}\n{text}\n{END}"
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in current:
-        current = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, current, flags=re.DOTALL)
-    else:
-        current = current.rstrip() + "\n\n## Quality on synthetic micrographs\n\n" + block + "\n"
-    DOCS.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="images per difficulty class")
@@ -165,7 +154,7 @@ def main() -> None:
     text = report(rows, args.n, args.size, seconds, charts)
     print(text)
     if args.write:
-        write_section(text)
+        write_section(DOCS, "quality", "Quality on synthetic micrographs", text)
 
 
 def default_embedder() -> str:

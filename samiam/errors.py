@@ -82,6 +82,18 @@ class RequestError(SamiamError):
     http_status = 400
 
 
+class AnnotationError(SamiamError):
+    """A Label Studio annotation cannot be read as material masks: bad RLE, wrong size, unknown label."""
+
+    http_status = 422
+
+
+class PrototypeError(SamiamError):
+    """Stored label prototypes are malformed or were made with another texture embedder."""
+
+    http_status = 422
+
+
 class PromptError(SamiamError):
     """An interactive prompt (clicks, box) is malformed, outside the image, or cannot be answered."""
 

@@ -158,7 +158,8 @@ def read_labelstudio_export(path: Path) -> list[GroundTruth]:
     Studio's ``xxxxxxxx-`` upload prefix and suffix; the difficulty is ``data.difficulty`` when
     present. Tasks without a usable annotation are skipped with a warning.
     """
-    from samiam.labelstudio.results import materials_from_results
+    from samiam.errors import AnnotationError
+    from samiam.labelstudio.results import annotation_materials
 
     try:
         tasks = json.loads(Path(path).read_text())
@@ -175,16 +176,13 @@ def read_labelstudio_export(path: Path) -> list[GroundTruth]:
         name = labelstudio_image_name(data["image"])
         annotation = next((a for a in task.get("annotations", []) if not a.get("was_cancelled")), None)
         try:
-            masks, labels = materials_from_results(annotation["result"] if annotation else [])
-        except (ValueError, KeyError) as error:
+            masks, labels = annotation_materials(annotation["result"] if annotation else [])
+        except AnnotationError as error:
             raise SamiamError(f"task {task.get('id')} ({name}) in {path}: bad brush result: {error}") from None
         if not len(masks):
             log.warning("task %s (%s) has no brush annotation: skipped", task.get("id"), name)
             continue
-        merged_labels = tuple(dict.fromkeys(labels))
-        merged = np.stack([masks[[label == m for m in labels]].any(axis=0) for label in merged_labels])
-        images.append(GroundTruth(name=name, masks=merged, labels=merged_labels,
-                                  difficulty=data.get("difficulty")))
+        images.append(GroundTruth(name=name, masks=masks, labels=labels, difficulty=data.get("difficulty")))
     if not images:
         raise SamiamError(f"no task in {path} has a brush annotation")
     return images

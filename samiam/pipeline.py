@@ -2,6 +2,11 @@
 
 image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> booster.merge_masks
       -> Segmentation (K non-overlapping material masks with scores)
+
+Given a project's :class:`~samiam.booster.prototypes.Prototypes`, the materials also get the
+project's label names (:mod:`samiam.booster.naming`): by naming the clusters, or (``naming.mode``
+``supervised``, or ``auto`` for the classical proposer's masks) once every label is learned, by
+classifying the masks instead of clustering them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.booster import k_estimator_for, merge_masks, remove_masks
 from samiam.booster.embedders import TextureEmbedder, make_embedder
+from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
+from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, load_micrograph
 from samiam.proposals import Proposer, make_proposer
 from samiam.settings import Settings
@@ -31,6 +38,8 @@ class Segmentation:
     proposals: (N, H, W) bool, the proposer's raw masks (before the booster).
     removed: (N,) object, why each proposal was removed (None when kept).
     assignment: (N,) int, material index of each proposal (-1 when removed or unassigned).
+    names: K label names learned from the project's annotations, None for a material that got no
+        confident name; None as a whole when no prototypes were given.
     """
 
     materials: np.ndarray
@@ -42,6 +51,7 @@ class Segmentation:
     embedder: str
     settings: Settings
     timings: dict[str, float] = field(default_factory=dict)
+    names: tuple[str | None, ...] | None = None
 
     def label_map(self) -> np.ndarray:
         """(H, W) uint16: 0 = unsegmented, k = material k (1-based, as in ``materials[k-1]``)."""
@@ -74,27 +84,32 @@ class Engine:
         _ = self.proposer
         return self
 
-    def segment(self, image: ImageSource | Micrograph, settings: Settings | None = None) -> Segmentation:
-        """Propose masks for ``image`` and boost them. ``settings`` may override the booster's."""
+    def segment(self, image: ImageSource | Micrograph, settings: Settings | None = None,
+                prototypes: Prototypes | None = None) -> Segmentation:
+        """Propose masks for ``image`` and boost them. ``settings`` may override the booster's;
+        ``prototypes`` (made with this engine's embedder) name the materials."""
         settings = settings or self.settings
         micrograph = _as_micrograph(image, settings)
         started = time.perf_counter()
         proposals = self.proposer.propose(micrograph)
         timings = {"proposals_s": time.perf_counter() - started}
         return self._boost(micrograph, proposals.masks, proposals.scores, settings, timings,
-                           self.proposer.name)
+                           self.proposer.name, prototypes)
 
     def boost(self, image: ImageSource | Micrograph, masks: np.ndarray,
-              scores: np.ndarray | None = None, settings: Settings | None = None) -> Segmentation:
-        """Run only the booster on given proposals ``masks: (N, H, W) bool``."""
+              scores: np.ndarray | None = None, settings: Settings | None = None,
+              prototypes: Prototypes | None = None) -> Segmentation:
+        """Run only the booster on given proposals ``masks: (N, H, W) bool`` (``prototypes``: as
+        in :meth:`segment`)."""
         settings = settings or self.settings
         micrograph = _as_micrograph(image, settings)
         masks = masklib.as_mask_stack(masks, micrograph.grey.shape)
         scores = np.ones(len(masks), np.float32) if scores is None else np.asarray(scores, np.float32)
-        return self._boost(micrograph, masks, scores, settings, {}, "given")
+        return self._boost(micrograph, masks, scores, settings, {}, "given", prototypes)
 
     def _boost(self, micrograph: Micrograph, masks: np.ndarray, scores: np.ndarray,
-               settings: Settings, timings: dict[str, float], proposer_name: str) -> Segmentation:
+               settings: Settings, timings: dict[str, float], proposer_name: str,
+               prototypes: Prototypes | None) -> Segmentation:
         embedder = self.embedder
         if settings.merging.embedder != self.settings.merging.embedder \
                 or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
@@ -105,8 +120,21 @@ class Engine:
         started = time.perf_counter()
         kept = np.flatnonzero(removal.keep)
         merging = k_estimator_for(settings.merging, proposer_name)
-        merged = merge_masks(micrograph.grey, masks[kept], scores[kept], merging, embedder)
+        names = None
+        if prototypes is not None:
+            check_naming(settings.naming, prototypes, embedder)
+        if prototypes is not None and prototypes.complete \
+                and mode_for(settings.naming, proposer_name) == "supervised":
+            merged, naming = classify_masks(micrograph.grey, masks[kept], scores[kept], prototypes,
+                                            embedder, settings)
+            names = naming.names
+        else:
+            merged = merge_masks(micrograph.grey, masks[kept], scores[kept], merging, embedder)
         timings["merging_s"] = time.perf_counter() - started
+        if prototypes is not None and names is None:
+            started = time.perf_counter()
+            names = name_materials(micrograph.grey, merged.materials, prototypes, embedder, settings).names
+            timings["naming_s"] = time.perf_counter() - started
         assignment = np.full(len(masks), -1, np.int64)
         assignment[kept] = merged.assignment
         log.info("%s: %d proposals -> %d kept -> %d materials", micrograph.name, len(masks),
@@ -114,20 +142,22 @@ class Engine:
         return Segmentation(
             materials=merged.materials, scores=merged.scores, proposals=masks,
             removed=removal.reasons, assignment=assignment, proposer=proposer_name,
-            embedder=embedder.name, settings=settings, timings=timings)
+            embedder=embedder.name, settings=settings, timings=timings, names=names)
 
 
 def _as_micrograph(image: ImageSource | Micrograph, settings: Settings) -> Micrograph:
     return image if isinstance(image, Micrograph) else load_micrograph(image, settings.image)
 
 
-def segment(image: ImageSource | Micrograph, settings: Settings | None = None) -> Segmentation:
+def segment(image: ImageSource | Micrograph, settings: Settings | None = None,
+            prototypes: Prototypes | None = None) -> Segmentation:
     """Segment one micrograph into material masks (loads models on each call; use
     :class:`Engine` to keep them loaded)."""
-    return Engine(settings).segment(image)
+    return Engine(settings).segment(image, prototypes=prototypes)
 
 
-def boost(image: ImageSource | Micrograph, masks: np.ndarray, settings: Settings | None = None) -> Segmentation:
+def boost(image: ImageSource | Micrograph, masks: np.ndarray, settings: Settings | None = None,
+          prototypes: Prototypes | None = None) -> Segmentation:
     """Run the semantic booster on proposals made elsewhere: ``masks: (N, H, W) bool``."""
     settings = settings or Settings.from_env()
-    return Engine(settings).boost(image, masks, settings=settings)
+    return Engine(settings).boost(image, masks, settings=settings, prototypes=prototypes)

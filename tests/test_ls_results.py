@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
+from samiam.errors import AnnotationError
 from samiam.labelstudio.config import BrushConfig
 from samiam.labelstudio.results import mask_to_rle, materials_from_results, predictions_from_segmentation
 
@@ -97,5 +98,5 @@ def test_materials_from_results_skips_other_results_and_checks_sizes():
     masks, labels = materials_from_results([choice, region])
     assert masks.shape == (1, 2, 3) and masks.all() and labels == ["A"]
     other = dict(region, original_width=2, original_height=3)
-    with pytest.raises(ValueError, match="image size"):
+    with pytest.raises(AnnotationError, match="image size"):
         materials_from_results([region, other])

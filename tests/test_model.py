@@ -66,9 +66,9 @@ class RecordingEngine:
         self.engine = engine
         self.calls = []
 
-    def segment(self, image, settings):
+    def segment(self, image, settings, prototypes=None):
         self.calls.append(settings)
-        return self.engine.segment(image, settings)
+        return self.engine.segment(image, settings, prototypes=prototypes)
 
 
 @pytest.mark.parametrize("overrides, counts", [({"merging.crops_per_mask": 8}, (1, 2)),
@@ -91,6 +91,27 @@ def test_predict_one_with_the_real_engine(overrides, counts):
     assert prediction["score"] == pytest.approx(expected.score)
     assert prediction["model_version"] == "samiam-test"
     assert {(r["from_name"], r["to_name"]) for r in prediction["result"]} == {("phase", "img")}
+
+
+def test_predict_one_names_regions_from_learned_prototypes():
+    pipeline = pytest.importorskip("samiam.pipeline")
+    from samiam.booster.prototypes import Prototypes, update
+    from samiam.io import load_micrograph
+
+    model = SamiamModel(CLASSICAL, "samiam-test")
+    engine = pipeline.Engine(CLASSICAL)
+    image = _two_texture_png()
+    halves = np.zeros((2, 128, 128), bool)
+    halves[0, :, :64], halves[1, :, 64:] = True, True
+    # The annotator calls the left texture "B", the right one "A".
+    learned = update(Prototypes.empty(engine.embedder), load_micrograph(image).grey, halves,
+                     ["B", "A"], engine.embedder, CLASSICAL)
+    prediction = model.predict_one(engine, image, _config("A", "B"), {"merging.materials": 2}, learned)
+
+    masks, labels = materials_from_results(prediction["result"])
+    left = [int(np.argmax([(m & halves[0]).sum() for m in masks]))]
+    assert labels[left[0]] == "B" and sorted(labels) == ["A", "B"]
+    assert prediction["model_version"] == f"samiam-test+p{learned.restrict(('A', 'B')).version}"
 
 
 @pytest.mark.parametrize("event", ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "START_TRAINING", "PROJECT_UPDATED"])

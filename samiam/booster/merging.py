@@ -321,3 +321,11 @@ def _merge(masks: np.ndarray, scores: np.ndarray, cluster: np.ndarray, support: 
     material_scores = np.clip(weighted / np.maximum(total, 1), 0, 1).astype(np.float32)
     return MergeResult(materials=materials.reshape(len(order), h, w), scores=material_scores,
                        assignment=assignment, n_materials_estimated=estimated)
+
+
+def merge_assigned(masks: np.ndarray, scores: np.ndarray, assignment: np.ndarray,
+                   support: np.ndarray) -> MergeResult:
+    """Step 6-7 of the module docstring for an assignment made elsewhere (e.g. by a classifier):
+    ``masks: (N, H, W) bool`` with proposal ``scores: (N,)``, ``assignment: (N,) int64`` (group of
+    each mask, -1 to drop it) and ``support: (N,) float`` (fraction of its crops agreeing)."""
+    return _merge(masks, scores, np.asarray(assignment, np.int64), np.asarray(support, np.float64), None)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from samiam.errors import SettingsError
 from samiam.labelstudio.config import parse_label_config
-from samiam.labelstudio.results import predictions_from_segmentation
+from samiam.labelstudio.results import predictions_from_segmentation, versioned
 from samiam.settings import Settings
 
 if TYPE_CHECKING:
+    from samiam.booster.prototypes import Prototypes
     from samiam.pipeline import Engine
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,19 @@ class SamiamModel:
         return settings.replace({"merging.max_materials": min(merging.max_materials, n_labels)})
 
     def predict_one(self, engine: Engine, image_bytes: bytes, label_config: str,
-                    overrides: Mapping[str, Any] | None = None) -> dict:
-        """Segment one task's image: ``{"result": [brush regions], "score", "model_version"}``."""
+                    overrides: Mapping[str, Any] | None = None, prototypes: Prototypes | None = None) -> dict:
+        """Segment one task's image: ``{"result": [brush regions], "score", "model_version"}``.
+
+        ``prototypes``: the project's labels learned from its annotations (regions then carry
+        their names, and the model version their hash); None before any annotation.
+        """
         settings = self.settings_for(label_config, overrides)
-        segmentation = engine.segment(image_bytes, settings)
-        return predictions_from_segmentation(segmentation.materials, segmentation.scores,
-                                             parse_label_config(label_config), self.model_version)
+        config = parse_label_config(label_config)
+        learned = prototypes.restrict(config.labels) if prototypes is not None else None
+        segmentation = engine.segment(image_bytes, settings, prototypes=learned)
+        return predictions_from_segmentation(segmentation.materials, segmentation.scores, config,
+                                             versioned(self.model_version, learned), segmentation.names,
+                                             settings.naming.unnamed_score)
 
     def fit(self, event: str, data: dict) -> dict:
         """Acknowledge a webhook event. samiam is zero-shot: annotations do not train anything."""

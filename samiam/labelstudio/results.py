@@ -17,12 +17,16 @@ returns, with numpy instead of a Python string per run.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
+from samiam.booster.prototypes import Prototypes
+from samiam.errors import AnnotationError
 from samiam.labelstudio.config import BrushConfig
 from samiam.masks import area_weighted_mean
+from samiam.settings import ImageSettings, NamingSettings
 
 BRUSH_VALUE = 255
 """Mask value written to all four RGBA channels: alpha 255 so the region is visible in the editor."""
@@ -112,26 +116,49 @@ def _short_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def region_labels(names: Sequence[str | None], labels: Sequence[str]) -> list[tuple[str, bool]]:
+    """The label of each of K regions, and whether it was recognised.
+
+    names: K learned names (:attr:`samiam.pipeline.Segmentation.names`), None where the engine
+    found no confident name; labels: the config's labels in order. A region keeps its name when
+    it is a config label not taken by an earlier region; every other region gets the config's next
+    label that no recognised region carries, in config order, and is marked not recognised. With
+    no names at all this is config order (the zero-shot placeholders).
+    """
+    if len(names) > len(labels):
+        raise ValueError(f"{len(names)} regions but the label config has only {len(labels)} labels "
+                         f"({', '.join(labels)}); bound merging.max_materials by the label count")
+    kept = [name if name in labels else None for name in names]
+    kept = [name if name is not None and name not in kept[:i] else None for i, name in enumerate(kept)]
+    spare = iter(label for label in labels if label not in kept)
+    return [(name, True) if name is not None else (next(spare), False) for name in kept]
+
+
 def predictions_from_segmentation(materials: np.ndarray, scores: np.ndarray, config: BrushConfig,
-                                  model_version: str) -> dict:
+                                  model_version: str, names: Sequence[str | None] | None = None,
+                                  unnamed_score: float = NamingSettings.unnamed_score) -> dict:
     """One Label Studio prediction with one brush region per material.
 
     materials: (K, H, W) bool, one mask per material, largest first (as the engine orders them);
-    scores: (K,) float in [0, 1]. Material k gets the label ``config.labels[k]``: the engine does
-    not know which material is which, so these names are placeholders that annotators relabel.
-    K must not exceed the number of labels (the service bounds K with
+    scores: (K,) float in [0, 1]; names: K label names learned from the project's annotations
+    (None entries: not recognised), or None when the project has none yet. Labels follow
+    :func:`region_labels`: without names material k gets ``config.labels[k]``, a placeholder
+    that annotators relabel; a region whose name was not recognised scores at most
+    ``unnamed_score``. K must not exceed the number of labels (the service bounds K with
     ``MergingSettings.max_materials``; see :meth:`model.SamiamModel.settings_for`).
 
     Returns ``{"result": [...], "score": area-weighted mean score, "model_version": ...}``.
     """
     materials = np.asarray(materials, bool)
     scores = np.asarray(scores, np.float64)
-    if materials.ndim != 3 or len(scores) != len(materials):
-        raise ValueError(f"need (K, H, W) materials and (K,) scores; got {materials.shape} and {scores.shape}")
+    if materials.ndim != 3 or len(scores) != len(materials) or (names is not None and len(names) != len(scores)):
+        raise ValueError(f"need (K, H, W) materials, (K,) scores and K names; got {materials.shape}, "
+                         f"{scores.shape} and {None if names is None else len(names)} names")
     k, height, width = materials.shape
-    if k > len(config.labels):
-        raise ValueError(f"{k} materials but the label config has only {len(config.labels)} labels "
-                         f"({', '.join(config.labels)}); bound merging.max_materials by the label count")
+    labelled = region_labels([None] * k if names is None else names, config.labels)
+    if names is not None:
+        scores = np.array([score if known else min(score, unnamed_score)
+                           for score, (_, known) in zip(scores, labelled)])
     result = [{
         "id": _short_id(),
         "from_name": config.from_name,
@@ -142,23 +169,84 @@ def predictions_from_segmentation(materials: np.ndarray, scores: np.ndarray, con
         "image_rotation": 0,
         "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
         "score": float(score),
-    } for mask, score, label in zip(materials, scores, config.labels)]
+    } for mask, score, (label, _) in zip(materials, scores, labelled)]
     return {"result": result, "score": area_weighted_mean(materials, scores), "model_version": model_version}
 
 
-def materials_from_results(results: list[dict]) -> tuple[np.ndarray, list[str]]:
+def versioned(model_version: str, prototypes: Prototypes | None) -> str:
+    """``model_version`` of predictions made with ``prototypes``: ``samiam-v1+p1a2b3c4d`` (the
+    prototypes' content hash), so it changes whenever a project's prototypes do; unchanged when
+    nothing is learned yet."""
+    return f"{model_version}+p{prototypes.version}" if prototypes is not None and prototypes.labels else model_version
+
+
+def _brush_mask(result: dict, height: int, width: int) -> np.ndarray:
+    """Decode one brush result's RLE (label-studio-sdk's ``decode_rle``) to ``(H, W) bool``
+    after checking that its header announces exactly ``H * W * 4`` values."""
+    rle = result["value"].get("rle")
+    if not isinstance(rle, list) or len(rle) < 5 or not all(type(b) is int and 0 <= b <= 255 for b in rle):
+        raise AnnotationError(f"brush result {result.get('id')!r}: rle must be a list of bytes (0..255)")
+    announced = int.from_bytes(bytes(rle[:4]), "big")
+    if announced != height * width * 4:
+        raise AnnotationError(f"brush result {result.get('id')!r}: its RLE holds {announced} values, not "
+                              f"{height} x {width} x 4")
+    try:
+        flat = decode_rle(rle)
+    except (IndexError, ValueError) as error:  # the bit stream ends early or runs over
+        raise AnnotationError(f"brush result {result.get('id')!r}: corrupt RLE ({error})") from None
+    return flat.reshape(height, width, 4)[:, :, 3] > 0
+
+
+def materials_from_results(results: list[dict], config: BrushConfig | None = None,
+                           max_pixels: int = ImageSettings.max_pixels) -> tuple[np.ndarray, list[str]]:
     """Decode brush results back to masks: ``(K, H, W) bool`` and each region's first label.
 
-    Items that are not brush results in RLE format are skipped; all brush items must share one
-    image size.
+    Items that are not brush results in RLE format (or, given ``config``, not from its
+    ``<BrushLabels>``) are skipped. Raises :class:`AnnotationError` when brush items disagree
+    on the image size, announce more than ``max_pixels`` pixels, hold bad RLE or have no label,
+    and, given ``config``, when a label is not one of ``config.labels``.
     """
-    brushes = [r for r in results if r.get("type") == "brushlabels" and r["value"].get("format") == "rle"]
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise AnnotationError("an annotation's result must be a list of objects")
+    brushes = [r for r in results if str(r.get("type", "")).lower() == "brushlabels"
+               and isinstance(r.get("value"), dict) and r["value"].get("format") == "rle"
+               and (config is None or r.get("from_name") == config.from_name)]
     if not brushes:
         return np.zeros((0, 0, 0), bool), []
-    sizes = {(r["original_height"], r["original_width"]) for r in brushes}
+    sizes = {(r.get("original_height"), r.get("original_width")) for r in brushes}
     if len(sizes) > 1:
-        raise ValueError(f"brush results disagree on the image size: {sorted(sizes)}")
+        raise AnnotationError(f"brush results disagree on the image size: {sorted(sizes, key=str)}")
     (height, width), = sizes
-    masks = np.stack([
-        decode_rle(r["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0 for r in brushes])
-    return masks, [r["value"]["brushlabels"][0] for r in brushes]
+    if not (type(height) is int and type(width) is int and height > 0 and width > 0
+            and height * width <= max_pixels):
+        raise AnnotationError(f"brush results give an image size of {height!r} x {width!r}; need positive "
+                              f"integers of at most {max_pixels} pixels")
+    labels = []
+    for r in brushes:
+        label = r["value"].get("brushlabels")
+        if not isinstance(label, list) or not label or not isinstance(label[0], str):
+            raise AnnotationError(f"brush result {r.get('id')!r} has no label (value.brushlabels)")
+        if config is not None and label[0] not in config.labels:
+            raise AnnotationError(f"brush result {r.get('id')!r} has label {label[0]!r}, not one of the "
+                                  f"config's {', '.join(config.labels)}")
+        labels.append(label[0])
+    return np.stack([_brush_mask(r, height, width) for r in brushes]), labels
+
+
+def annotation_materials(results: list[dict], config: BrushConfig | None = None,
+                         shape: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One mask per label of an annotation: ``(L, H, W) bool`` and the L labels (in config order
+    given ``config``, else in order of first appearance); regions of one label are merged.
+
+    ``shape``: the annotated image's ``(H, W)``, when known; brush results of another size raise
+    :class:`AnnotationError` (as do the checks of :func:`materials_from_results`).
+    """
+    masks, labels = materials_from_results(results, config)
+    if shape is not None and not len(masks):
+        masks = np.zeros((0, *shape), bool)
+    if shape is not None and masks.shape[1:] != tuple(shape):
+        raise AnnotationError(f"brush results are {masks.shape[2]} x {masks.shape[1]} px but the image "
+                              f"is {shape[1]} x {shape[0]} px")
+    order = [label for label in (config.labels if config else dict.fromkeys(labels)) if label in labels]
+    merged = [masks[[label == name for label in labels]].any(axis=0) for name in order]
+    return (np.stack(merged) if merged else np.zeros((0, *masks.shape[1:]), bool)), tuple(order)

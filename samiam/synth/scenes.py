@@ -162,9 +162,29 @@ class _Interface:
                 np.interp(x, self.xs, self.bottom).astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Stack:
+    """What the images of one sample share: its materials top to bottom, their mean signal levels
+    and the pixel size (Å per px at the 1024 px reference side)."""
+
+    materials: tuple[str, ...]
+    levels: tuple[float, ...]
+    angstrom_per_px: float
+
+
+def draw_stack(rng: np.random.Generator, difficulty: int, params: SceneParams = SceneParams()) -> Stack:
+    """A random sample for a difficulty class, drawn as :func:`generate_scene` draws its own."""
+    materials = _pick_materials(rng, difficulty, params)
+    levels = _pick_levels(rng, difficulty, len(materials), params)
+    return Stack(tuple(materials), tuple(levels), float(rng.uniform(*params.angstrom_per_px)))
+
+
 def generate_scene(seed: int, difficulty: int, size: int = 1024,
-                   params: SceneParams = SceneParams()) -> Scene:
-    """Draw one labelled scene, deterministic per ``(seed, difficulty, size)``.
+                   params: SceneParams = SceneParams(), stack: Stack | None = None) -> Scene:
+    """Draw one labelled scene, deterministic per ``(seed, difficulty, size, stack)``.
+
+    With ``stack`` the scene shows that sample (materials, levels, pixel size; an image of a
+    series, :func:`samiam.synth.series.generate_series`); layout, defects and imaging are drawn.
 
     Returns a :class:`Scene` with ``image`` (size, size) float32 and ``materials`` (K, size, size) bool.
 
@@ -178,10 +198,15 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         raise SettingsError(f"scene size must be at least 64 px; got {size}")
     rng = np.random.default_rng((seed, difficulty, size))
     scale = size / REFERENCE_SIDE
-    materials = _pick_materials(rng, difficulty, params)
-    levels = _pick_levels(rng, difficulty, len(materials), params)
+    if stack is None:
+        materials = _pick_materials(rng, difficulty, params)
+        levels = _pick_levels(rng, difficulty, len(materials), params)
+    else:
+        materials, levels = list(stack.materials), list(stack.levels)
     regions = ([VACUUM] if rng.random() < params.vacuum_chance and len(materials) < 4 else []) + materials
     angstrom_per_px = rng.uniform(*params.angstrom_per_px) / scale
+    if stack is not None:
+        angstrom_per_px = stack.angstrom_per_px / scale
     defects: list[dict] = []
     interfaces, thick = _layout(rng, regions, size, scale, angstrom_per_px, params, defects)
 
