@@ -14,13 +14,16 @@ from PIL import Image
 
 from samiam.errors import ImageFetchError, WriteBackError
 from samiam.labelstudio import client
-from samiam.labelstudio.client import LabelStudioAccess, fetch_image, write_prediction
+from samiam.labelstudio.client import LabelStudioAccess, write_prediction
+from samiam.labelstudio.fetch import fetch_image
 
 KEY = "test-hmac-key-of-at-least-32-bytes"
 LEGACY = "0123456789abcdef0123456789abcdef01234567"
 REFRESH = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 10**6}, KEY, algorithm="HS256")
 ACCESS = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300}, KEY, algorithm="HS256")
 GOOD_AUTH = {f"Token {LEGACY}", f"Bearer {ACCESS}"}
+LEAK = "bytes-of-the-server"
+"""Sent by the fake server in a reason phrase, Content-Type and body; no error may repeat it."""
 
 
 def _png() -> bytes:
@@ -91,6 +94,12 @@ class FakeServer:
             h.end_headers()  # no Content-Length: HTTP/1.0 body until close
             h.wfile.write(PNG + b"\0" * 5000)
             return None
+        if h.path in ("/leaky-200", "/leaky-404"):
+            h.send_response(int(h.path[-3:]), f"Phrase {LEAK}")
+            h.send_header("Content-Type", f"text/{LEAK}")
+            h.send_header("Content-Length", str(len(LEAK)))
+            h.end_headers()
+            return h.wfile.write(LEAK.encode())
         if h.path == "/page":
             return self.send(h, 200, b"<html>login</html>", "text/html")
         if h.path == "/slow":
@@ -195,7 +204,7 @@ def test_foreign_host_is_refused_without_a_request(ls, other):
 
 def test_redirect_to_a_foreign_host_is_refused(ls, other):
     ls.redirect_to = f"{other.url}/pub/a.png"
-    _refused(f"{ls.url}/redirect", _access(ls), "neither Label Studio", f"redirected to '{ls.redirect_to}'")
+    _refused(f"{ls.url}/redirect", _access(ls), "neither Label Studio", "after 1 redirect")
     assert other.requests == []
 
 
@@ -205,8 +214,9 @@ def test_wrong_token_says_401_and_hints_at_the_key(ls):
 
 def test_bad_refresh_token(ls):
     bad = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 99}, "another-hmac-key-of-at-least-32-bytes", algorithm="HS256")
-    with pytest.raises(ImageFetchError, match="cannot refresh the personal access token.*401"):
+    with pytest.raises(ImageFetchError, match="cannot refresh the personal access token.*401") as info:
         fetch_image("/data/upload/1/a.png", _access(ls, key=bad))
+    assert "bad token" not in str(info.value)  # the body Label Studio answered
 
 
 def test_missing_file_is_404(ls):
@@ -218,12 +228,20 @@ def test_too_large_by_content_length_and_by_stream(ls):
     _refused(f"{ls.url}/huge-streamed", _access(ls, max_bytes=4096), "larger than the limit of 4096")
 
 
-def test_non_image_is_refused(ls):
-    _refused(f"{ls.url}/page", _access(ls), "not an image", "<html>")
+def test_non_image_is_refused_naming_size_and_listed_content_type_only(ls):
+    message = _refused(f"{ls.url}/page", _access(ls), "not an image", "18 bytes of text/html")
+    assert "login" not in message
+    message = _refused(f"{ls.url}/leaky-200", _access(ls), "not an image", "of an unlisted Content-Type")
+    assert LEAK not in message
+
+
+def test_http_error_reason_is_our_phrase_not_the_servers(ls):
+    message = _refused(f"{ls.url}/leaky-404", _access(ls), "HTTP 404 Not Found")
+    assert LEAK not in message
 
 
 def test_timeout(ls):
-    _refused(f"{ls.url}/slow", _access(ls, timeout_s=0.2), "no answer within 0.2 s")
+    _refused(f"{ls.url}/slow", _access(ls, timeout_s=0.2), "took longer than 0.2 s")
 
 
 def test_unreachable_port():
@@ -277,8 +295,9 @@ def test_write_prediction_posts_and_returns_the_id(ls, key, header):
 
 
 def test_write_prediction_refused_by_label_studio(ls):
-    with pytest.raises(WriteBackError, match="task 7.*HTTP 400"):
+    with pytest.raises(WriteBackError, match="task 7.*HTTP 400 Bad Request") as info:
         write_prediction(7, PREDICTION, _access(ls))
+    assert "Invalid pk" not in str(info.value)  # the body Label Studio answered
 
 
 def test_write_prediction_needs_url_and_key():
