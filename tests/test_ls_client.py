@@ -1,16 +1,12 @@
 """fetch_image / write_prediction against a small HTTP server on 127.0.0.1 that plays Label Studio."""
 
-import io
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
-import numpy as np
 import pytest
-from PIL import Image
+from loopback_http import TINY_PNG, RecordingServer
 
 from samiam.errors import ImageFetchError, WriteBackError
 from samiam.labelstudio import client
@@ -24,42 +20,16 @@ ACCESS = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300}, KEY
 GOOD_AUTH = {f"Token {LEGACY}", f"Bearer {ACCESS}"}
 LEAK = "bytes-of-the-server"
 """Sent by the fake server in a reason phrase, Content-Type and body; no error may repeat it."""
+PNG = TINY_PNG
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-PNG = _png()
-
-
-class FakeServer:
-    """Records every request as (method, path, headers, json body); routes are set per test."""
+class FakeServer(RecordingServer):
+    """Plays Label Studio and an image host; ``redirect_to`` is where ``/redirect`` points."""
 
     def __init__(self):
-        self.requests = []
         self.refreshes = 0
         self.redirect_to = ""
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests.append(("GET", self.path, dict(self.headers), None))
-                server.route(self, "GET", None)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
-                server.requests.append(("POST", self.path, dict(self.headers), body))
-                server.route(self, "POST", body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        super().__init__()
 
     def route(self, h, method, body):
         authorised = h.headers.get("Authorization") in GOOD_AUTH
@@ -80,10 +50,7 @@ class FakeServer:
                 return self.send(h, 401, b'{"detail": "Authentication credentials were not provided."}')
             return self.send(h, 200, PNG, "image/png")
         if h.path == "/redirect":
-            h.send_response(302)
-            h.send_header("Location", self.redirect_to)
-            h.send_header("Content-Length", "0")
-            return h.end_headers()
+            return self.send_redirect(h, self.redirect_to.encode())
         if h.path == "/huge-declared":
             h.send_response(200)
             h.send_header("Content-Length", str(10**9))
@@ -106,18 +73,6 @@ class FakeServer:
             time.sleep(1.0)
             return self.send(h, 200, PNG, "image/png")
         return self.send(h, 404, b"not found")
-
-    @staticmethod
-    def send(h, status, data, content_type="text/plain"):
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

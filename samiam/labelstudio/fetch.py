@@ -97,7 +97,11 @@ def _fetch_http(url: str, parse, access: LabelStudioAccess) -> bytes:
     for hop in range(MAX_REDIRECTS + 1):
         where = repr(url) if hop == 0 else f"{url!r} (after {hop} redirect{'s' * (hop > 1)})"
         try:
-            target, image = _get(target, access, deadline)
+            on_label_studio = _is_label_studio(target, access)
+        except ImageFetchError as error:
+            raise ImageFetchError(f"refused to fetch {where}: {error}") from None
+        try:
+            target, image = _get(target, on_label_studio, access, deadline)
         except ImageFetchError as error:
             raise ImageFetchError(f"cannot fetch {where}: {error}") from None
         if image is not None:
@@ -105,12 +109,19 @@ def _fetch_http(url: str, parse, access: LabelStudioAccess) -> bytes:
     raise ImageFetchError(f"cannot fetch {url!r}: more than {MAX_REDIRECTS} redirects")
 
 
-def _get(target: HttpUrl, access: LabelStudioAccess, deadline: Deadline) -> tuple[HttpUrl, bytes | None]:
-    """One request: (where it redirects, None) or (``target``, the image)."""
-    on_label_studio = bool(access.url) and target.origin == label_studio_url(access).origin
-    if not on_label_studio and not _is_allowed(target, access):
+def _is_label_studio(target: HttpUrl, access: LabelStudioAccess) -> bool:
+    """Whether ``target`` is on Label Studio's exact origin (else on an allowed host, or refused)."""
+    if access.url and target.origin == label_studio_url(access).origin:
+        return True
+    if not _is_allowed(target, access):
         raise ImageFetchError(f"its host is neither Label Studio ({access.url}) nor an allowed image "
                               f"host {list(access.allowed_hosts)} (SAMIAM_IMAGE_HOSTS)")
+    return False
+
+
+def _get(target: HttpUrl, on_label_studio: bool, access: LabelStudioAccess,
+         deadline: Deadline) -> tuple[HttpUrl, bytes | None]:
+    """One request: (where it redirects, None) or (``target``, the image)."""
     headers = auth_headers(access, deadline) if on_label_studio else {}
     with exchange("GET", target, headers, deadline) as response:
         if response.status in REDIRECT_STATUSES:
