@@ -6,11 +6,14 @@ Every URL in the tables must fail with an :class:`ImageFetchError` that names it
 must see nothing, and the reason must not tell whether some port answered.
 """
 
+import json
+
 import pytest
 from loopback_http import TINY_PNG, RawServer, RecordingServer
 
-from samiam.errors import ImageFetchError
-from samiam.labelstudio.client import LabelStudioAccess
+from samiam.errors import ImageFetchError, WriteBackError
+from samiam.labelstudio import client
+from samiam.labelstudio.client import LabelStudioAccess, write_prediction
 from samiam.labelstudio.fetch import fetch_image
 
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -21,13 +24,16 @@ PORT_STATE_WORDS = ("Errno", "onnection refused", "cannot connect", "failed", "t
 
 class Recorder(RecordingServer):
     """Serves TINY_PNG at ``/data/upload/1/a.png`` (Label Studio) and ``/pub/a.png``, and
-    answers ``/hop/<name>`` with a 302 to ``hops[name]`` (bytes, sent as they are)."""
+    answers ``/hop/<name>`` with a 302 to ``hops[name]`` (bytes, sent as they are) and a
+    prediction POST with 201."""
 
     def __init__(self):
         self.hops: dict[str, bytes] = {}
         super().__init__()
 
     def route(self, h, method, body):
+        if method == "POST":
+            return self.send(h, 201, json.dumps(dict(body, id=7)).encode(), "application/json")
         if h.path.startswith("/hop/"):
             return self.send_redirect(h, self.hops[h.path.removeprefix("/hop/")])
         if h.path in ("/data/upload/1/a.png", "/pub/a.png"):
@@ -207,3 +213,28 @@ def test_redirect_from_label_studio_to_an_allowed_host_drops_the_key(ls, images,
     assert fetch_image(f"{ls.url}/hop/first", access) == TINY_PNG
     assert ls.auth_headers() == [f"Token {KEY}"]
     assert images.auth_headers() == [None]
+
+
+@pytest.mark.parametrize("template", [r"http://127.0.0.1:{C}\@127.0.0.1:{L}", "http://127.0.0.1:{L}@127.0.0.1:{C}",
+                                      "http://2130706433:{C}", "http://127.0.0.1:{C}\n"])
+def test_write_back_refuses_a_hostile_label_studio_url(template, canary, ls, images):
+    url = _fill(template, canary, ls, images)
+    seen = canary.connections
+    with pytest.raises(WriteBackError, match="refused"):
+        write_prediction(1, {"result": []}, LabelStudioAccess(url=url, api_key=KEY))
+    assert canary.settle() == seen and ls.requests == []
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_proxy_settings_in_the_environment_are_ignored(variable, monkeypatch, canary, ls, access):
+    client._sdk_client.cache_clear()
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{canary.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    seen = canary.connections
+    assert fetch_image("/data/upload/1/a.png", access) == TINY_PNG
+    assert write_prediction(1, {"result": []}, access) == 7
+    assert canary.settle() == seen
+    assert [(method, headers["Authorization"]) for method, _, headers, _ in ls.requests] == [
+        ("GET", f"Token {KEY}"), ("POST", f"Token {KEY}")]
+    client._sdk_client.cache_clear()

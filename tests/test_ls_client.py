@@ -146,7 +146,7 @@ def _refused(url, access, *says):
     with pytest.raises(ImageFetchError) as info:
         fetch_image(url, access)
     message = str(info.value)
-    assert url in message
+    assert repr(url) in message
     for text in says:
         assert text in message
     return message
@@ -266,3 +266,31 @@ def test_write_prediction_unreachable():
         port = probe.getsockname()[1]
     with pytest.raises(WriteBackError, match="cannot write the prediction of task 1"):
         write_prediction(1, PREDICTION, LabelStudioAccess(url=f"http://127.0.0.1:{port}", api_key=LEGACY))
+
+
+def test_local_paths_with_control_characters_are_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(PNG)
+    access = LabelStudioAccess(url=None, api_key=None, local_root=str(tmp_path))
+    _refused("a.png\x00.txt", access, "control character")
+    _refused(f"file://{tmp_path}/a.png%00.txt", access, "control character")
+    _refused("a\x1b[2Jb.png", access, "control character")
+    _refused("x" * 5000 + ".png", access, "cannot read")  # the OS refuses the name: still our error
+
+
+def test_file_url_naming_another_host_is_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(PNG)
+    access = LabelStudioAccess(url=None, api_key=None, local_root=str(tmp_path))
+    _refused(f"file://fileserver{tmp_path}/a.png", access, "another host")
+    assert fetch_image(f"file://localhost{tmp_path}/a.png", access) == PNG
+
+
+@pytest.mark.parametrize("entry", ["images.example.org.", "user@host", "host:0", "ｈｏｓｔ", "[::ffff:1.2.3.4]"])
+def test_a_bad_allowed_host_entry_is_named(ls, entry):
+    _refused("http://images.example.org/a.png", _access(ls, allowed_hosts=(entry,)),
+             f"the allowed image host {entry!r} (SAMIAM_IMAGE_HOSTS) is refused")
+
+
+def test_a_bad_label_studio_url_is_named():
+    access = LabelStudioAccess(url="http://ls.example:8080\\@evil:80", api_key=LEGACY)
+    _refused("/data/upload/1/a.png", access, "Label Studio's URL", "backslash")
+
