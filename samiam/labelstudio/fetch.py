@@ -70,15 +70,17 @@ def fetch_image(url: str, access: LabelStudioAccess) -> bytes:
         raise ImageFetchError(f"refused to fetch {url!r}: it contains a control character")
     scheme = _SCHEME.match(url)
     kind = scheme[0][:-1].lower() if scheme else ""
-    if kind in ("http", "https"):
-        return _fetch_http(url, lambda: parse_http_url(url), access)
+    if kind in ("http", "https") or (not kind and url.startswith(LABEL_STUDIO_PATH_PREFIX)):
+        try:
+            target = parse_http_url(url) if kind else _on_label_studio(url, access)
+        except ImageFetchError as error:
+            raise ImageFetchError(f"refused to fetch {url!r}: {error}") from None
+        return _download(url, target, access)
     if kind == "file":
         return _read_local(url, _file_url_path(url), access)
     if kind:
         raise ImageFetchError(f"cannot fetch {url!r}: scheme {kind!r} is not supported "
                               f"(http, https, file, or a Label Studio {LABEL_STUDIO_PATH_PREFIX} path)")
-    if url.startswith(LABEL_STUDIO_PATH_PREFIX):
-        return _fetch_http(url, lambda: _on_label_studio(url, access), access)
     return _read_local(url, url, access)
 
 
@@ -87,12 +89,9 @@ def _on_label_studio(path: str, access: LabelStudioAccess) -> HttpUrl:
     return base.with_target(base.target.rstrip("/") + path)
 
 
-def _fetch_http(url: str, parse, access: LabelStudioAccess) -> bytes:
-    """Download ``url`` (``parse()`` gives its checked parts), following permitted redirects."""
-    try:
-        target = parse()
-    except ImageFetchError as error:
-        raise ImageFetchError(f"refused to fetch {url!r}: {error}") from None
+def _download(url: str, target: HttpUrl, access: LabelStudioAccess) -> bytes:
+    """The image at ``target`` (the checked parts of the task's ``url``), following permitted
+    redirects, all within ``access.timeout_s``."""
     deadline = Deadline(access.timeout_s)
     for hop in range(MAX_REDIRECTS + 1):
         where = repr(url) if hop == 0 else f"{url!r} (after {hop} redirect{'s' * (hop > 1)})"
