@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +31,10 @@ TINY_PNG = _tiny_png()
 
 
 class RecordingServer:
-    """Records every request as (method, path, headers, json body); subclasses answer in ``route``."""
+    """Records every request as (method, path, headers, json body); subclasses answer in ``route``.
+    With ``tls`` (a server-side context) it speaks HTTPS."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
         self.requests = []
         server = self
 
@@ -50,8 +52,10 @@ class RecordingServer:
                 server.route(self, "POST", body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
     def route(self, h, method, body):

@@ -51,24 +51,36 @@ class Deadline:
 
 
 class _Watchdog:
-    """Shuts down :attr:`sock` when the deadline passes, unless :meth:`stop` came first."""
+    """Shuts down the socket it watches when the deadline passes, unless :meth:`stop` came first."""
 
     def __init__(self, deadline: Deadline):
-        self.sock: socket.socket | None = None
+        self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._stopped = False
+        self._fired = self._stopped = False
         self._timer = threading.Timer(max(deadline.end - time.monotonic(), 0.0), self._fire)
         self._timer.daemon = True
         self._timer.start()
 
+    def watch(self, sock: socket.socket) -> None:
+        """Watch ``sock`` from now on (shut down at once if the deadline has already passed)."""
+        with self._lock:
+            self._sock = sock
+            if self._fired:
+                self._shut_down()
+
     def _fire(self) -> None:
         with self._lock:
-            if self._stopped or self.sock is None:
-                return
-            try:  # the plain socket's shutdown: also for a TLS socket, without touching its TLS state
-                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
+            self._fired = True
+            if not self._stopped:
+                self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._sock is None:
+            return
+        try:  # the plain socket's shutdown: also for a TLS socket, without touching its TLS state
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
 
     def stop(self) -> None:
         with self._lock:
@@ -88,11 +100,11 @@ def exchange(method: str, url: HttpUrl, headers: dict[str, str], deadline: Deadl
     connection = None
     try:
         sock = _connect(url, deadline)
-        watchdog.sock = sock
+        watchdog.watch(sock)
         if url.scheme == "https":
             sock = _tls_context().wrap_socket(sock, server_hostname=url.socket_host,
                                               do_handshake_on_connect=False)
-            watchdog.sock = sock
+            watchdog.watch(sock)
             sock.do_handshake()
         kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         connection = kind(url.socket_host, url.port)
