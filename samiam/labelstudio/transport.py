@@ -97,7 +97,7 @@ def exchange(method: str, url: HttpUrl, headers: dict[str, str], deadline: Deadl
     bounded by ``deadline``. Redirects are not followed.
     """
     watchdog = _Watchdog(deadline)
-    connection = None
+    sock = connection = None
     try:
         sock = _connect(url, deadline)
         watchdog.watch(sock)
@@ -122,6 +122,8 @@ def exchange(method: str, url: HttpUrl, headers: dict[str, str], deadline: Deadl
         watchdog.stop()
         if connection is not None:
             connection.close()
+        elif sock is not None:  # TLS failed: no connection owns the socket yet
+            sock.close()
 
 
 def read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: Deadline) -> bytes:
