@@ -1,62 +1,35 @@
 """fetch_image / write_prediction against a small HTTP server on 127.0.0.1 that plays Label Studio."""
 
-import io
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
-import numpy as np
 import pytest
-from PIL import Image
+from loopback_http import TINY_PNG, RecordingServer
 
 from samiam.errors import ImageFetchError, WriteBackError
 from samiam.labelstudio import client
-from samiam.labelstudio.client import LabelStudioAccess, fetch_image, write_prediction
+from samiam.labelstudio.client import LabelStudioAccess, write_prediction
+from samiam.labelstudio.fetch import fetch_image
 
 KEY = "test-hmac-key-of-at-least-32-bytes"
 LEGACY = "0123456789abcdef0123456789abcdef01234567"
 REFRESH = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 10**6}, KEY, algorithm="HS256")
 ACCESS = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300}, KEY, algorithm="HS256")
 GOOD_AUTH = {f"Token {LEGACY}", f"Bearer {ACCESS}"}
+LEAK = "bytes-of-the-server"
+"""Sent by the fake server in a reason phrase, Content-Type and body; no error may repeat it."""
+PNG = TINY_PNG
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-PNG = _png()
-
-
-class FakeServer:
-    """Records every request as (method, path, headers, json body); routes are set per test."""
+class FakeServer(RecordingServer):
+    """Plays Label Studio and an image host; ``redirect_to`` is where ``/redirect`` points."""
 
     def __init__(self):
-        self.requests = []
         self.refreshes = 0
         self.redirect_to = ""
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                server.requests.append(("GET", self.path, dict(self.headers), None))
-                server.route(self, "GET", None)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
-                server.requests.append(("POST", self.path, dict(self.headers), body))
-                server.route(self, "POST", body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        super().__init__()
 
     def route(self, h, method, body):
         authorised = h.headers.get("Authorization") in GOOD_AUTH
@@ -77,10 +50,7 @@ class FakeServer:
                 return self.send(h, 401, b'{"detail": "Authentication credentials were not provided."}')
             return self.send(h, 200, PNG, "image/png")
         if h.path == "/redirect":
-            h.send_response(302)
-            h.send_header("Location", self.redirect_to)
-            h.send_header("Content-Length", "0")
-            return h.end_headers()
+            return self.send_redirect(h, self.redirect_to.encode())
         if h.path == "/huge-declared":
             h.send_response(200)
             h.send_header("Content-Length", str(10**9))
@@ -91,24 +61,18 @@ class FakeServer:
             h.end_headers()  # no Content-Length: HTTP/1.0 body until close
             h.wfile.write(PNG + b"\0" * 5000)
             return None
+        if h.path in ("/leaky-200", "/leaky-404"):
+            h.send_response(int(h.path[-3:]), f"Phrase {LEAK}")
+            h.send_header("Content-Type", f"text/{LEAK}")
+            h.send_header("Content-Length", str(len(LEAK)))
+            h.end_headers()
+            return h.wfile.write(LEAK.encode())
         if h.path == "/page":
             return self.send(h, 200, b"<html>login</html>", "text/html")
         if h.path == "/slow":
             time.sleep(1.0)
             return self.send(h, 200, PNG, "image/png")
         return self.send(h, 404, b"not found")
-
-    @staticmethod
-    def send(h, status, data, content_type="text/plain"):
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -182,7 +146,7 @@ def _refused(url, access, *says):
     with pytest.raises(ImageFetchError) as info:
         fetch_image(url, access)
     message = str(info.value)
-    assert url in message
+    assert repr(url) in message
     for text in says:
         assert text in message
     return message
@@ -195,7 +159,7 @@ def test_foreign_host_is_refused_without_a_request(ls, other):
 
 def test_redirect_to_a_foreign_host_is_refused(ls, other):
     ls.redirect_to = f"{other.url}/pub/a.png"
-    _refused(f"{ls.url}/redirect", _access(ls), "neither Label Studio", f"redirected to '{ls.redirect_to}'")
+    _refused(f"{ls.url}/redirect", _access(ls), "neither Label Studio", "after 1 redirect")
     assert other.requests == []
 
 
@@ -205,8 +169,9 @@ def test_wrong_token_says_401_and_hints_at_the_key(ls):
 
 def test_bad_refresh_token(ls):
     bad = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 99}, "another-hmac-key-of-at-least-32-bytes", algorithm="HS256")
-    with pytest.raises(ImageFetchError, match="cannot refresh the personal access token.*401"):
+    with pytest.raises(ImageFetchError, match="cannot refresh the personal access token.*401") as info:
         fetch_image("/data/upload/1/a.png", _access(ls, key=bad))
+    assert "bad token" not in str(info.value)  # the body Label Studio answered
 
 
 def test_missing_file_is_404(ls):
@@ -218,12 +183,20 @@ def test_too_large_by_content_length_and_by_stream(ls):
     _refused(f"{ls.url}/huge-streamed", _access(ls, max_bytes=4096), "larger than the limit of 4096")
 
 
-def test_non_image_is_refused(ls):
-    _refused(f"{ls.url}/page", _access(ls), "not an image", "<html>")
+def test_non_image_is_refused_naming_size_and_listed_content_type_only(ls):
+    message = _refused(f"{ls.url}/page", _access(ls), "not an image", "18 bytes of text/html")
+    assert "login" not in message
+    message = _refused(f"{ls.url}/leaky-200", _access(ls), "not an image", "of an unlisted Content-Type")
+    assert LEAK not in message
+
+
+def test_http_error_reason_is_our_phrase_not_the_servers(ls):
+    message = _refused(f"{ls.url}/leaky-404", _access(ls), "HTTP 404 Not Found")
+    assert LEAK not in message
 
 
 def test_timeout(ls):
-    _refused(f"{ls.url}/slow", _access(ls, timeout_s=0.2), "no answer within 0.2 s")
+    _refused(f"{ls.url}/slow", _access(ls, timeout_s=0.2), "took longer than 0.2 s")
 
 
 def test_unreachable_port():
@@ -277,8 +250,9 @@ def test_write_prediction_posts_and_returns_the_id(ls, key, header):
 
 
 def test_write_prediction_refused_by_label_studio(ls):
-    with pytest.raises(WriteBackError, match="task 7.*HTTP 400"):
+    with pytest.raises(WriteBackError, match="task 7.*HTTP 400 Bad Request") as info:
         write_prediction(7, PREDICTION, _access(ls))
+    assert "Invalid pk" not in str(info.value)  # the body Label Studio answered
 
 
 def test_write_prediction_needs_url_and_key():
@@ -292,3 +266,31 @@ def test_write_prediction_unreachable():
         port = probe.getsockname()[1]
     with pytest.raises(WriteBackError, match="cannot write the prediction of task 1"):
         write_prediction(1, PREDICTION, LabelStudioAccess(url=f"http://127.0.0.1:{port}", api_key=LEGACY))
+
+
+def test_local_paths_with_control_characters_are_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(PNG)
+    access = LabelStudioAccess(url=None, api_key=None, local_root=str(tmp_path))
+    _refused("a.png\x00.txt", access, "control character")
+    _refused(f"file://{tmp_path}/a.png%00.txt", access, "control character")
+    _refused("a\x1b[2Jb.png", access, "control character")
+    _refused("x" * 5000 + ".png", access, "cannot read")  # the OS refuses the name: still our error
+
+
+def test_file_url_naming_another_host_is_refused(tmp_path):
+    (tmp_path / "a.png").write_bytes(PNG)
+    access = LabelStudioAccess(url=None, api_key=None, local_root=str(tmp_path))
+    _refused(f"file://fileserver{tmp_path}/a.png", access, "another host")
+    assert fetch_image(f"file://localhost{tmp_path}/a.png", access) == PNG
+
+
+@pytest.mark.parametrize("entry", ["images.example.org.", "user@host", "host:0", "ｈｏｓｔ", "[::ffff:1.2.3.4]"])
+def test_a_bad_allowed_host_entry_is_named(ls, entry):
+    _refused("http://images.example.org/a.png", _access(ls, allowed_hosts=(entry,)),
+             f"the allowed image host {entry!r} (SAMIAM_IMAGE_HOSTS) is refused")
+
+
+def test_a_bad_label_studio_url_is_named():
+    access = LabelStudioAccess(url="http://ls.example:8080\\@evil:80", api_key=LEGACY)
+    _refused("/data/upload/1/a.png", access, "Label Studio's URL", "backslash")
+

@@ -1,10 +1,8 @@
-"""Talk to Label Studio: fetch a task's image, write a prediction back.
+"""Label Studio access: where it is, its API key, and writing a prediction back.
 
-Image URLs come from task data (``task["data"][value_key]``) and are untrusted: only Label
-Studio's own host gets the API key, other hosts must be listed in
-:attr:`LabelStudioAccess.allowed_hosts`, redirects are followed only to permitted hosts, local
-files only under :attr:`LabelStudioAccess.local_root`, and the body is capped and must look like
-an image.
+The API key goes only to Label Studio's exact origin (scheme, host and port of
+:attr:`LabelStudioAccess.url`, parsed as strictly as any task URL, see
+:mod:`samiam.labelstudio.urls`).
 
 Label Studio 1.23 accepts two kinds of API key: a legacy token (``Authorization: Token <key>``)
 and a personal access token, a JWT *refresh* token exchanged at ``/api/token/refresh/`` for an
@@ -13,37 +11,33 @@ access token that lives 300 s (``Authorization: Bearer <access>``).
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from http import HTTPStatus
 
 import httpx
-import requests
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from samiam.errors import ImageFetchError, WriteBackError
-
-LABEL_STUDIO_PATH_PREFIX = "/data/"
-"""Scheme-less URLs starting with this are Label Studio's (uploads, local-files storage)."""
+from samiam.labelstudio.transport import Deadline, exchange, read_body
+from samiam.labelstudio.urls import HttpUrl, parse_http_url
 
 ACCESS_TOKEN_TTL_S = 240.0
 """How long a refreshed access token is reused (Label Studio's live 300 s)."""
 
-MAX_REDIRECTS = 5
-CHUNK_BYTES = 2**16
+MAX_TOKEN_ANSWER_BYTES = 2**16
 
-IMAGE_SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"\xff\xd8\xff": "JPEG",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-    b"II+\x00": "BigTIFF",
-    b"MM\x00+": "BigTIFF",
-}
+KEY_HINT = (" - check LABEL_STUDIO_API_KEY: Label Studio 1.23 disables legacy tokens by default, "
+            "use a personal access token or enable legacy tokens for the organization")
+"""Added to the reason of a 401 or 403 from Label Studio."""
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
+"""What an API key or access token may hold to travel in an ``Authorization`` header."""
 
 
 @dataclass(frozen=True)
@@ -60,192 +54,125 @@ class LabelStudioAccess:
     """Folder that local paths and ``file://`` URLs must lie in (None: local files refused)."""
     max_bytes: int = 256 * 2**20
     timeout_s: float = 30.0
-    """Limit for connecting, for each read, and for the whole download."""
+    """Limit of one whole download (every redirect and a token refresh included) or write-back."""
 
 
-def fetch_image(url: str, access: LabelStudioAccess) -> bytes:
-    """The bytes of a task's image, from Label Studio, an allowed host or a local file.
-
-    ``url`` as Label Studio puts it in task data: ``/data/upload/1/x.png`` or
-    ``/data/local-files/?d=...`` (relative to ``access.url``), an absolute http(s) URL on the
-    Label Studio host or an allowed host, ``file:///...`` or a plain path under
-    ``access.local_root``. Raises :class:`ImageFetchError` naming the URL and the reason.
-    """
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https"):
-        return _fetch_http(url, access)
-    if not parts.scheme and url.startswith(LABEL_STUDIO_PATH_PREFIX):
-        if not access.url:
-            raise ImageFetchError(f"cannot fetch {url!r}: it is relative to Label Studio, whose URL is "
-                                  f"unknown (set LABEL_STUDIO_URL)")
-        return _fetch_http(urljoin(access.url.rstrip("/") + "/", url.lstrip("/")), access)
-    if parts.scheme == "file":
-        return _read_local(url, unquote(parts.path), access)
-    if not parts.scheme:
-        return _read_local(url, url, access)
-    raise ImageFetchError(f"cannot fetch {url!r}: scheme {parts.scheme!r} is not supported "
-                          f"(http, https, file, or a Label Studio {LABEL_STUDIO_PATH_PREFIX} path)")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
+def status_text(code: int) -> str:
+    """``HTTP 404 Not Found``, with the phrase from our own table (never the server's)."""
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        return f"HTTP {code} {HTTPStatus(code).phrase}"
     except ValueError:
-        raise ImageFetchError(f"cannot fetch {url!r}: invalid port") from None
-    return parts.scheme, (parts.hostname or "").lower(), port
+        return f"HTTP {code}"
 
 
-def _is_label_studio(url: str, access: LabelStudioAccess) -> bool:
-    return bool(access.url) and _origin(url) == _origin(access.url)
-
-
-def _is_allowed(url: str, access: LabelStudioAccess) -> bool:
-    _, host, port = _origin(url)
-    allowed = {h.lower() for h in access.allowed_hosts}
-    return host in allowed or f"{host}:{port}" in allowed
-
-
-def _fetch_http(url: str, access: LabelStudioAccess) -> bytes:
-    deadline = time.monotonic() + access.timeout_s
-    target = url
-    for _ in range(MAX_REDIRECTS + 1):
-        where = repr(url) if target == url else f"{url!r} (redirected to {target!r})"
-        if _is_label_studio(target, access):
-            headers = _auth_headers(access)
-        elif _is_allowed(target, access):
-            headers = {}
-        else:
-            raise ImageFetchError(
-                f"refused to fetch {where}: host {urlsplit(target).netloc!r} is neither Label Studio "
-                f"({access.url}) nor an allowed image host {list(access.allowed_hosts)}")
-        try:
-            response = requests.get(target, headers=headers, stream=True, allow_redirects=False,
-                                    timeout=access.timeout_s)
-        except requests.Timeout:
-            raise ImageFetchError(f"cannot fetch {where}: no answer within {access.timeout_s:g} s") from None
-        except requests.RequestException as error:
-            raise ImageFetchError(f"cannot fetch {where}: cannot connect ({error})") from None
-        with response:
-            if response.is_redirect:
-                target = urljoin(target, response.headers["Location"])
-                continue
-            _check_status(where, response)
-            return _check_image(where, _read_capped(where, response, access, deadline))
-    raise ImageFetchError(f"cannot fetch {url!r}: more than {MAX_REDIRECTS} redirects")
-
-
-def _check_status(where: str, response: requests.Response) -> None:
-    if response.status_code < 400:
-        return
-    hint = ""
-    if response.status_code in (401, 403):
-        hint = (" - check LABEL_STUDIO_API_KEY: Label Studio 1.23 disables legacy tokens by default, "
-                "use a personal access token or enable legacy tokens for the organization")
-    raise ImageFetchError(f"cannot fetch {where}: HTTP {response.status_code} {response.reason}{hint}")
-
-
-def _read_capped(where: str, response: requests.Response, access: LabelStudioAccess,
-                 deadline: float) -> bytes:
-    too_large = f"refused to fetch {where}: larger than the limit of {access.max_bytes} bytes"
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > access.max_bytes:
-        raise ImageFetchError(f"{too_large} (Content-Length {declared})")
-    body = bytearray()
+def label_studio_url(access: LabelStudioAccess) -> HttpUrl:
+    """``access.url`` in canonical parts (its path is Label Studio's base path, no query);
+    :class:`ImageFetchError` when unset or refused."""
+    if not access.url:
+        raise ImageFetchError("Label Studio's URL is unknown (set LABEL_STUDIO_URL)")
     try:
-        for chunk in response.iter_content(CHUNK_BYTES):
-            body += chunk
-            if len(body) > access.max_bytes:
-                raise ImageFetchError(too_large)
-            if time.monotonic() > deadline:
-                raise ImageFetchError(f"cannot fetch {where}: download took longer than {access.timeout_s:g} s")
-    except requests.RequestException as error:
-        raise ImageFetchError(f"cannot fetch {where}: download failed ({error})") from None
-    return bytes(body)
-
-
-def _read_local(url: str, path: str, access: LabelStudioAccess) -> bytes:
-    if access.local_root is None:
-        raise ImageFetchError(f"refused to read {url!r}: local files are not allowed (no local root is set)")
-    root = Path(access.local_root).resolve()
-    target = (root / path).resolve()  # an absolute path replaces root; symlinks and .. are resolved
-    if not target.is_relative_to(root):
-        raise ImageFetchError(f"refused to read {url!r}: {target} is outside the local root {root}")
-    if not target.is_file():
-        raise ImageFetchError(f"cannot read {url!r}: no such file {target}")
-    if target.stat().st_size > access.max_bytes:
-        raise ImageFetchError(f"refused to read {url!r}: larger than the limit of {access.max_bytes} bytes")
-    return _check_image(repr(url), target.read_bytes())
-
-
-def _check_image(where: str, data: bytes) -> bytes:
-    if not any(data.startswith(signature) for signature in IMAGE_SIGNATURES):
-        kinds = ", ".join(sorted(set(IMAGE_SIGNATURES.values())))
-        raise ImageFetchError(f"{where} is not an image ({kinds}); it starts with {data[:16]!r}")
-    return data
-
-
-# -- authentication -------------------------------------------------------------------------
-
-_access_tokens: dict[tuple[str, str], tuple[str, float]] = {}
-_access_tokens_lock = threading.Lock()
+        url = parse_http_url(access.url)
+    except ImageFetchError as error:
+        raise ImageFetchError(f"Label Studio's URL {access.url!r} (LABEL_STUDIO_URL or the hostname "
+                              f"sent to /setup) is refused: {error}") from None
+    if "?" in url.target:
+        raise ImageFetchError(f"Label Studio's URL {access.url!r} must not have a query")
+    return url.with_target(url.target.rstrip("/") + "/")
 
 
 def _is_jwt(key: str) -> bool:
     return key.count(".") == 2
 
 
-def _auth_headers(access: LabelStudioAccess) -> dict[str, str]:
-    """``Authorization`` header for Label Studio, refreshing a personal access token if needed."""
+def auth_headers(access: LabelStudioAccess, deadline: Deadline) -> dict[str, str]:
+    """``Authorization`` header for Label Studio, refreshing a personal access token if needed
+    (within ``deadline``)."""
     if not access.api_key:
         return {}
+    if not _TOKEN.fullmatch(access.api_key):
+        raise ImageFetchError("the Label Studio API key has characters no API key has")
     if not _is_jwt(access.api_key):
         return {"Authorization": f"Token {access.api_key}"}
-    return {"Authorization": f"Bearer {_access_token(access)}"}
+    return {"Authorization": f"Bearer {_access_token(access, deadline)}"}
 
 
-def _access_token(access: LabelStudioAccess) -> str:
+_access_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+_access_tokens_lock = threading.Lock()
+
+
+def _access_token(access: LabelStudioAccess, deadline: Deadline) -> str:
     key = (access.url, access.api_key)
-    with _access_tokens_lock:
+    if not _access_tokens_lock.acquire(timeout=deadline.remaining()):
+        raise deadline.exceeded()
+    try:
         token, expires = _access_tokens.get(key, ("", 0.0))
-        if time.monotonic() < expires:
-            return token
-        refresh_url = urljoin(access.url.rstrip("/") + "/", "api/token/refresh/")
-        failed = f"cannot refresh the personal access token at {refresh_url}"
-        try:
-            response = requests.post(refresh_url, json={"refresh": access.api_key},
-                                     timeout=access.timeout_s, allow_redirects=False)
-        except requests.RequestException as error:
-            raise ImageFetchError(f"{failed}: {error}") from None
-        if response.status_code != 200:
-            raise ImageFetchError(f"{failed}: HTTP {response.status_code} {response.text[:200]}")
-        try:
-            token = response.json()["access"]
-        except (ValueError, KeyError, TypeError):
-            raise ImageFetchError(f"{failed}: the answer has no access token") from None
-        _access_tokens[key] = (token, time.monotonic() + ACCESS_TOKEN_TTL_S)
+        if time.monotonic() >= expires:
+            token = _refresh(access, deadline)
+            _access_tokens[key] = (token, time.monotonic() + ACCESS_TOKEN_TTL_S)
         return token
+    finally:
+        _access_tokens_lock.release()
+
+
+def _refresh(access: LabelStudioAccess, deadline: Deadline) -> str:
+    """A new access token for ``access.api_key`` (a refresh token) from Label Studio."""
+    base = label_studio_url(access)
+    refresh_url = base.with_target(base.target + "api/token/refresh/")
+    failed = f"cannot refresh the personal access token at {refresh_url}"
+    body = json.dumps({"refresh": access.api_key}).encode()
+    try:
+        with exchange("POST", refresh_url, {"Content-Type": "application/json"}, deadline, body) as response:
+            if response.status != 200:
+                hint = KEY_HINT if response.status in (401, 403) else ""
+                raise ImageFetchError(f"{status_text(response.status)}{hint}")
+            answer = read_body(response, MAX_TOKEN_ANSWER_BYTES, deadline)
+    except ImageFetchError as error:
+        raise ImageFetchError(f"{failed}: {error}") from None
+    try:
+        token = json.loads(answer)["access"]
+    except (ValueError, KeyError, TypeError):
+        token = None
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise ImageFetchError(f"{failed}: the answer holds no access token")
+    return token
 
 
 # -- write-back -----------------------------------------------------------------------------
 
 @lru_cache(maxsize=8)
-def _sdk_client(url: str, api_key: str, timeout_s: float) -> LabelStudio:
-    return LabelStudio(base_url=url, api_key=api_key, timeout=timeout_s)
+def _sdk_client(base_url: str, api_key: str, timeout_s: float) -> LabelStudio:
+    """An SDK client that talks to ``base_url`` only: no proxy or ``.netrc`` from the
+    environment, no redirects followed."""
+    session = httpx.Client(timeout=timeout_s, trust_env=False, follow_redirects=False)
+    return LabelStudio(base_url=base_url, api_key=api_key, httpx_client=session)
 
 
 def _sdk_call(failed: str, access: LabelStudioAccess, call):
-    """``call(sdk client)``; Label Studio unknown, unreachable or refusing -> :class:`WriteBackError`
-    starting with ``failed``."""
+    """``call(sdk client)`` against the canonical Label Studio URL; Label Studio unknown,
+    unreachable or refusing -> :class:`WriteBackError` starting with ``failed``. The reason names
+    the HTTP status, never what Label Studio answered."""
     if not access.url or not access.api_key:
         raise WriteBackError(f"{failed}: Label Studio's URL and API key are needed "
                              f"(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
     try:
-        return call(_sdk_client(access.url, access.api_key, access.timeout_s))
+        base = label_studio_url(access)
+    except ImageFetchError as error:
+        raise WriteBackError(f"{failed}: {error}") from None
+    failed = f"{failed} at {base.scheme}://{base.host}:{base.port}"
+    try:
+        return call(_sdk_client(str(base).rstrip("/"), access.api_key, access.timeout_s))
     except ApiError as error:
-        raise WriteBackError(f"{failed} at {access.url}: HTTP {error.status_code} {str(error.body)[:200]}") from None
+        status = status_text(error.status_code) if error.status_code else "an API error"
+        hint = KEY_HINT if error.status_code in (401, 403) else ""
+        raise WriteBackError(f"{failed}: {status}{hint}") from None
+    except httpx.ConnectError:
+        raise WriteBackError(f"{failed}: cannot connect") from None
+    except httpx.TimeoutException:
+        raise WriteBackError(f"{failed}: no answer within {access.timeout_s:g} s") from None
     except httpx.HTTPError as error:
-        raise WriteBackError(f"{failed} at {access.url}: {error}") from None
+        raise WriteBackError(f"{failed}: {type(error).__name__}") from None
+    except ValueError:
+        raise WriteBackError(f"{failed}: Label Studio's answer is not JSON") from None
 
 
 def write_prediction(task_id: int, prediction: dict, access: LabelStudioAccess) -> int:

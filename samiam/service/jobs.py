@@ -132,8 +132,8 @@ def access_for(runtime: Runtime, project: str):
 
 
 def _predict(runtime: Runtime, task: dict, label_config: str, project: str, overrides: dict) -> dict:
-    from samiam.labelstudio.client import fetch_image
     from samiam.labelstudio.config import parse_label_config
+    from samiam.labelstudio.fetch import fetch_image
     brush = parse_label_config(label_config)
     url = (task.get("data") or {}).get(brush.value_key)
     if not isinstance(url, str) or not url:
