@@ -12,6 +12,8 @@ import redis
 from label_studio import free_port
 
 STARTUP_TIMEOUT_S = 10.0
+PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always")
+"""Flags of a persistent server: those of the ``redis`` service in ``docker-compose.yml``."""
 
 
 def redis_server_bin() -> str | None:
@@ -35,7 +37,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--save", "", "--appendonly", "no"]
+        persistence = list(PERSISTENCE) if self.persistent else ["--save", "", "--appendonly", "no"]
         with open(self.work_dir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [redis_server_bin(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir",

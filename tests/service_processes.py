@@ -55,13 +55,17 @@ def session_processes(session_id: int) -> list[int]:
     return pids
 
 
+def busy_workers(redis_url: str, queue: str = "samiam") -> list[str]:
+    """Names of the workers on ``queue`` that are running a job now."""
+    listening = Queue(queue, connection=redis.Redis.from_url(redis_url))
+    return [w.name for w in Worker.all(queue=listening) if w.get_current_job_id()]
+
+
 def kill_busy_worker(redis_url: str, workers: dict[str, subprocess.Popen], queue: str = "samiam",
                      timeout_s: float = 60) -> str:
     """SIGKILL (like the OOM killer) the worker of ``workers`` (name -> process) that is running
     a job, once one is; returns its name."""
-    listening = Queue(queue, connection=redis.Redis.from_url(redis_url))
-    busy = wait_until(lambda: [w.name for w in Worker.all(queue=listening) if w.get_current_job_id()],
-                      timeout_s, "a worker to take a job")[0]
+    busy = wait_until(lambda: busy_workers(redis_url, queue), timeout_s, "a worker to take a job")[0]
     os.kill(workers[busy].pid, signal.SIGKILL)
     workers[busy].wait(10)
     return busy

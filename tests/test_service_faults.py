@@ -27,7 +27,14 @@ from fake_label_studio import (
 )
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue, Worker
-from service_processes import kill_busy_worker, session_processes, start_worker, stop_all, wait_until
+from service_processes import (
+    busy_workers,
+    kill_busy_worker,
+    session_processes,
+    start_worker,
+    stop_all,
+    wait_until,
+)
 
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app
@@ -168,9 +175,7 @@ def test_workers_ride_out_a_redis_restart_mid_job_and_deliver_every_prediction_o
         tasks = [task(i, label_studio.add_file(f"big{i}.png", two_texture_png(BIG, BIG - 64 * i))) for i in (1, 2, 3)]
         answer = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": PROJECT})
         assert answer.get_json()["late"] == [1, 2, 3]
-        listening = Queue("samiam", connection=redis.Redis.from_url(server.url))
-        wait_until(lambda: all(w.get_current_job_id() for w in Worker.all(queue=listening)), 60,
-                   "both workers to run a job")
+        wait_until(lambda: len(busy_workers(server.url)) == 2, 60, "both workers to run a job")
         getattr(server, stop)()  # SIGTERM (writes the append-only file, exits) or SIGKILL (a crash)
         time.sleep(3)
         server.start()  # same port and directory: the append-only file is read back
