@@ -190,6 +190,8 @@ def drill_redis_outage(lease: dict, crash: bool) -> Tally:
         dead = [name for name, process in stack.workers.items() if process.poll() is not None]
         check(not dead, f"workers {dead} exited")
         check(stack.health()["workers"] == 2, f"/health counts {stack.health()['workers']} workers, not 2")
+        requeued = stack.counters().get("samiam_jobs_requeued_total", 0)
+        check(requeued == 0, f"{requeued:g} jobs of live workers were reaped as abandoned after the outage")
         how = "SIGKILLed" if crash else "SIGTERMed"
         return tally(tasks, [answer], stack.label_studio,
                      f"redis-server {how} for {REDIS_OUTAGE_S:g} s with {before} of {len(tasks)} tasks written back "

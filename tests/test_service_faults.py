@@ -182,6 +182,7 @@ def test_workers_ride_out_a_redis_restart_mid_job_and_deliver_every_prediction_o
         label_studio.wait_for_predictions(3, 90)
         time.sleep(3)  # a duplicate would arrive within a lease
         assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]
+        assert counters(client).get("samiam_jobs_requeued_total", 0) == 0  # no live worker's job was reaped
         assert [name for name, p in workers.items() if p.poll() is not None] == []
         health = client.get("/health").get_json()
         assert (health["redis"], health["workers"], health["ready"]) == ("ok", 2, True)
