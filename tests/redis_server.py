@@ -12,6 +12,8 @@ import redis
 from label_studio import free_port
 
 STARTUP_TIMEOUT_S = 10.0
+PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always")
+"""Flags of a persistent server: those of the ``redis`` service in ``docker-compose.yml``."""
 
 
 def redis_server_bin() -> str | None:
@@ -19,7 +21,9 @@ def redis_server_bin() -> str | None:
 
 
 class RedisServer:
-    """``redis-server`` without persistence (``--save "" --appendonly no``) unless ``persistent``."""
+    """``redis-server`` without persistence (``--save "" --appendonly no``) unless ``persistent``:
+    then with the append-only file synced on every write, as in ``docker-compose.yml`` (an
+    acknowledged write survives even a SIGKILL of the server)."""
 
     def __init__(self, work_dir: Path, persistent: bool = False):
         self.work_dir = Path(work_dir)
@@ -33,7 +37,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes"] if self.persistent else ["--save", "", "--appendonly", "no"]
+        persistence = list(PERSISTENCE) if self.persistent else ["--save", "", "--appendonly", "no"]
         with open(self.work_dir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [redis_server_bin(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
@@ -48,6 +52,12 @@ class RedisServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start; see {self.work_dir / 'redis.log'}") from None
                 time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the server we started (a crash: no shutdown, no final write) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         """Terminate the server we started (by its PID) and wait for it."""

@@ -1,8 +1,8 @@
 """`samiam worker` subprocesses for fault tests, drills and benchmarks, stopped by PID.
 
-Each worker runs in a process group of its own: RQ forks a scheduler process from it, which a
-SIGKILL of the worker alone (what the drills do, like the OOM killer) leaves behind, so the
-clean-up stops the whole group of the process we started.
+Each worker runs in a session (and process group) of its own, so that a test can list what is
+left of a worker it SIGKILLed (:func:`session_processes`: nothing, as a worker forks no child),
+and the clean-up stops the whole group of each process we started, dead leader or not.
 """
 
 from __future__ import annotations
@@ -36,18 +36,36 @@ def stop_all(processes: list[subprocess.Popen]) -> None:
             stop(process)
         else:
             try:
-                os.killpg(process.pid, signal.SIGKILL)  # what a killed worker left behind (RQ's scheduler)
+                os.killpg(process.pid, signal.SIGKILL)  # whatever a killed worker left behind
             except ProcessLookupError:
                 pass
+
+
+def session_processes(session_id: int) -> list[int]:
+    """PIDs of the live (not zombie) processes of session ``session_id`` (a process started
+    with ``start_new_session``, dead or alive, and whatever it forked)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def busy_workers(redis_url: str, queue: str = "samiam") -> list[str]:
+    """Names of the workers on ``queue`` that are running a job now."""
+    listening = Queue(queue, connection=redis.Redis.from_url(redis_url))
+    return [w.name for w in Worker.all(queue=listening) if w.get_current_job_id()]
 
 
 def kill_busy_worker(redis_url: str, workers: dict[str, subprocess.Popen], queue: str = "samiam",
                      timeout_s: float = 60) -> str:
     """SIGKILL (like the OOM killer) the worker of ``workers`` (name -> process) that is running
     a job, once one is; returns its name."""
-    listening = Queue(queue, connection=redis.Redis.from_url(redis_url))
-    busy = wait_until(lambda: [w.name for w in Worker.all(queue=listening) if w.get_current_job_id()],
-                      timeout_s, "a worker to take a job")[0]
+    busy = wait_until(lambda: busy_workers(redis_url, queue), timeout_s, "a worker to take a job")[0]
     os.kill(workers[busy].pid, signal.SIGKILL)
     workers[busy].wait(10)
     return busy

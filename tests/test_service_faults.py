@@ -8,16 +8,26 @@ Flask's test client, the fake Label Studio. A 2048 px image keeps a job busy for
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from fake_label_studio import TOKEN, FakeLabelStudio, task, two_texture_png
 from redis_server import RedisServer, redis_server_bin
-from rq import Queue
+from rq import Queue, Worker
 from service_helpers import counters, post_predict, predict_in_thread, service_config
-from service_processes import kill_busy_worker, start_worker, stop_all, wait_until
+from service_processes import (
+    busy_workers,
+    kill_busy_worker,
+    session_processes,
+    start_worker,
+    stop_all,
+    wait_until,
+)
 
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import create_app
@@ -135,3 +145,88 @@ def test_a_write_back_while_label_studio_is_down_is_retried_until_it_is_back(tmp
             assert counters(client)["samiam_writebacks_failed_total"] == 0
         finally:
             back.close()
+
+
+@pytest.mark.parametrize("stop", ["stop", "kill"])
+def test_workers_ride_out_a_redis_restart_mid_job_and_deliver_every_prediction_once(tmp_path, label_studio,
+                                                                                  processes, stop):
+    server = RedisServer(tmp_path / "redis", persistent=True).start()
+    try:
+        client = create_app(service_config(server.url, label_studio, predict_deadline_s=0.0)).test_client()
+        workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
+        tasks = [task(i, label_studio.add_file(f"big{i}.png", two_texture_png(BIG, BIG - 64 * i))) for i in (1, 2, 3)]
+        answer = post_predict(client, tasks)
+        assert answer.get_json()["late"] == [1, 2, 3]
+        wait_until(lambda: len(busy_workers(server.url)) == 2, 60, "both workers to run a job")
+        getattr(server, stop)()  # SIGTERM (writes the append-only file, exits) or SIGKILL (a crash)
+        time.sleep(3)
+        server.start()  # same port and directory: the append-only file is read back
+        label_studio.wait_for_predictions(3, 90)
+        time.sleep(3)  # a duplicate would arrive within a lease
+        assert sorted(p["task"] for p in label_studio.predictions) == [1, 2, 3]
+        assert counters(client).get("samiam_jobs_requeued_total", 0) == 0  # no live worker's job was reaped
+        assert [name for name, p in workers.items() if p.poll() is not None] == []
+        health = client.get("/health").get_json()
+        assert (health["redis"], health["workers"], health["ready"]) == ("ok", 2, True)
+        for name in workers:
+            log = (tmp_path / f"{name}.log").read_text()
+            assert log.count("Redis unreachable") == 1 and log.count("Redis reachable again") == 1, log[-3000:]
+    finally:
+        stop_all(processes)
+        server.stop()
+
+
+def test_a_killed_worker_leaves_no_process_behind_and_another_takes_over_its_scheduling(tmp_path, label_studio,
+                                                                                      processes):
+    with RedisServer(tmp_path / "redis") as server:
+        connection = redis.Redis.from_url(server.url)
+        env = worker_env(server.url, label_studio)
+        first = start_worker(env, "w1", tmp_path / "w1.log")
+        processes.append(first)
+        lock = "rq:scheduler-lock:samiam"
+        wait_until(lambda: connection.exists(lock), 90, "the first worker to take RQ's scheduler lock")
+        processes.append(start_worker(env, "w2", tmp_path / "w2.log"))
+        wait_until(lambda: len(Worker.all(connection=connection)) == 2, 90, "the second worker to register")
+        os.kill(first.pid, signal.SIGKILL)  # the worker alone, not its process group
+        first.wait(10)
+        killed_at = time.monotonic()
+        due = Queue("samiam", connection=connection).enqueue_in(timedelta(0), "builtins.len", [1, 2])
+        wait_until(lambda: due.get_status() == "finished", 30, "the due scheduled job to run")
+        assert time.monotonic() - killed_at < float(LEASE["SAMIAM_JOB_LEASE_S"]) + 2
+        assert connection.get(lock) == b"w2"
+        assert session_processes(first.pid) == [], "a process of the killed worker survived it"
+
+
+def test_a_worker_restarted_under_its_name_replaces_its_dead_predecessor_but_not_a_live_one(tmp_path, label_studio,
+                                                                                          processes):
+    with RedisServer(tmp_path / "redis") as server:
+        connection = redis.Redis.from_url(server.url)
+        env = worker_env(server.url, label_studio)
+
+        def pid_of_w1():
+            return [w.pid for w in Worker.all(connection=connection) if w.name == "w1"]
+
+        first = start_worker(env, "w1", tmp_path / "first.log")
+        processes.append(first)
+        wait_until(pid_of_w1, 90, "w1 to register")
+        duplicate = start_worker(env, "w1", tmp_path / "duplicate.log")
+        processes.append(duplicate)
+        assert duplicate.wait(90) != 0
+        assert "a live worker named 'w1' is registered" in (tmp_path / "duplicate.log").read_text()
+        assert first.poll() is None and pid_of_w1() == [first.pid]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        restarted = start_worker(env, "w1", tmp_path / "restarted.log")
+        processes.append(restarted)
+        wait_until(lambda: pid_of_w1() == [restarted.pid] or restarted.poll() is not None, 90,
+                   "the restarted w1 to register")
+        assert restarted.poll() is None, (tmp_path / "restarted.log").read_text()[-2000:]
+
+
+def test_workers_register_again_when_redis_loses_their_registration(tmp_path, label_studio, processes):
+    with RedisServer(tmp_path / "redis") as server:
+        client = create_app(service_config(server.url, label_studio)).test_client()
+        start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
+        redis.Redis.from_url(server.url).flushall()  # as a restart without persistence would
+        assert client.get("/health").get_json()["workers"] == 0
+        wait_until(lambda: client.get("/health").get_json()["workers"] == 2, 5, "the workers to register again")

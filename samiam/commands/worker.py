@@ -9,7 +9,8 @@ def register(subparsers) -> None:
                                    description=__doc__)
     parser.add_argument("--queue", help="queue name (default: SAMIAM_QUEUE or 'samiam')")
     parser.add_argument("--burst", action="store_true", help="quit when the queue is empty")
-    parser.add_argument("--name", help="worker name shown on the status page (default: RQ's)")
+    parser.add_argument("--name", help="worker name shown on the status page (default: RQ's); a worker "
+                        "restarted under its name replaces the dead one's registration")
     parser.set_defaults(func=run)
 
 

@@ -261,10 +261,14 @@ def _outcomes(fields: dict[str, Any]) -> dict[str, dict]:
     return {k: json.loads(v) for k, v in fields.items() if not k.startswith("_")}
 
 
-def connect(config: ServiceConfig, timeout_s: float | None = None) -> redis.Redis:
+def connect(config: ServiceConfig, timeout_s: float | None = None, retry: redis.retry.Retry | None = None) -> redis.Redis:
     """A Redis client for ``config.redis_url``; ``timeout_s`` bounds every socket operation
-    (the web tier's calls must fail fast; workers block on the queue and pass None)."""
-    return redis.Redis.from_url(config.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    (the web tier's calls must fail fast; workers block on the queue and pass None). ``retry``
+    replaces redis-py's default retry of failed commands (workers pass a
+    :class:`samiam.service.reconnect.RideOut`)."""
+    options = {"retry": retry} if retry is not None else {}
+    return redis.Redis.from_url(config.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                **options)
 
 
 def make_store(config: ServiceConfig, connection: redis.Redis) -> RedisStore:
