@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from samiam.labelstudio.request import TaskRequest
 from samiam.service.jobs import Dispatcher
 from samiam.service.store import Store
 
@@ -42,39 +43,39 @@ class BatchAnswer:
         return body
 
 
-def predict_batch(tasks: list[dict], label_config: str, project: str, overrides: dict, *,
-                  store: Store, dispatcher: Dispatcher, deadline_s: float, poll_s: float,
-                  clock=time.monotonic) -> BatchAnswer:
-    """Run ``tasks`` (Label Studio task dicts with unique ``id``) and answer within ``deadline_s``.
+def predict_batch(requests: list[TaskRequest], *, store: Store, dispatcher: Dispatcher, deadline_s: float,
+                  poll_s: float, clock=time.monotonic) -> BatchAnswer:
+    """Run ``requests`` (tasks of one project with unique ids) and answer within ``deadline_s``.
 
     Waits blocked on the store (a finished task wakes it at once), ``poll_s`` at a time at most.
     """
     ends = clock() + deadline_s
     batch_id = uuid.uuid4().hex
     store.open_batch(batch_id)
-    for task in tasks:
-        store.set_task(project, task["id"], "queued", batch=batch_id)
-        dispatcher.submit_predict(task, label_config, project, overrides, batch_id)
+    project, task_ids = requests[0].project, [r.task_id for r in requests]
+    for request in requests:
+        store.set_task(project, request.task_id, "queued", batch=batch_id)
+        dispatcher.submit_predict(request.to_json(), batch_id)
         store.incr("jobs_queued")
     outcomes = store.collected(batch_id)
     # A failed task means an empty answer anyway: hand over at once instead of waiting.
-    while len(outcomes) < len(tasks) and all(o["ok"] for o in outcomes.values()) and clock() < ends:
+    while len(outcomes) < len(task_ids) and all(o["ok"] for o in outcomes.values()) and clock() < ends:
         store.wait_for_deposit(batch_id, min(poll_s, ends - clock()))
         outcomes = store.collected(batch_id)
-    if len(outcomes) == len(tasks) and all(o["ok"] for o in outcomes.values()):
+    if len(outcomes) == len(task_ids) and all(o["ok"] for o in outcomes.values()):
         store.incr("batches_answered")
-        return BatchAnswer([outcomes[str(task["id"])]["prediction"] for task in tasks])
+        return BatchAnswer([outcomes[str(task_id)]["prediction"] for task_id in task_ids])
     outcomes = store.close_batch(batch_id)
     store.incr("batches_handed_over")
     answer = BatchAnswer([], [], [], [])
-    for task in tasks:
-        outcome = outcomes.get(str(task["id"]))
+    for task_id in task_ids:
+        outcome = outcomes.get(str(task_id))
         if outcome is None:
-            answer.late.append(task["id"])
+            answer.late.append(task_id)
         elif not outcome["ok"]:
-            answer.failed.append({"task": task["id"], "reason": outcome["reason"]})
+            answer.failed.append({"task": task_id, "reason": outcome["reason"]})
         else:
-            store.set_task(project, task["id"], "writing_back", batch=batch_id)
-            dispatcher.submit_write_back(task["id"], outcome["prediction"], project)
-            answer.written_back.append(task["id"])
+            store.set_task(project, task_id, "writing_back", batch=batch_id)
+            dispatcher.submit_write_back(task_id, outcome["prediction"], project)
+            answer.written_back.append(task_id)
     return answer

@@ -42,8 +42,8 @@ class EmbeddedDispatcher:
             self._pending += 1
         executor.submit(self._counted, function, *args)
 
-    def submit_predict(self, task, label_config, project, overrides, batch_id):
-        self._submit(self._predictions, jobs.predict_task, task, label_config, project, overrides, batch_id)
+    def submit_predict(self, request, batch_id):
+        self._submit(self._predictions, jobs.predict_task, request, batch_id)
 
     def submit_write_back(self, task_id, prediction, project):
         self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)

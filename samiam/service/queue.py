@@ -30,13 +30,13 @@ class RQDispatcher:
         self.url = store.url
 
     @redis_errors_as_unavailable
-    def submit_predict(self, task, label_config, project, overrides, batch_id):
+    def submit_predict(self, request, batch_id):
         retries = self.config.predict_retries
         self.queue.enqueue(
-            jobs.predict_task, task, label_config, project, overrides, batch_id,
+            jobs.predict_task, request, batch_id,
             retry=Retry(max=retries) if retries else None, on_failure=Callback(jobs.predict_abandoned),
             job_timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
-            failure_ttl=self.config.result_ttl_s, description=f"predict task {task.get('id')}")
+            failure_ttl=self.config.result_ttl_s, description=f"predict task {request['task_id']}")
 
     @redis_errors_as_unavailable
     def submit_write_back(self, task_id, prediction, project):
