@@ -91,7 +91,7 @@ def _basic_credentials() -> tuple[bytes, bytes] | None:
 
 def _same_secret(given: bytes, expected: str) -> bool:
     """Constant-time match of ``given`` with ``expected`` encoded as UTF-8 (curl, browsers) or as
-    Latin-1 (python-requests, so Label Studio, encodes basic-auth credentials so)."""
+    Latin-1 (what python-requests' ``HTTPBasicAuth``, which Label Studio 1.23 uses, sends)."""
     encodings = {expected.encode("utf-8")}
     with contextlib.suppress(UnicodeEncodeError):
         encodings.add(expected.encode("latin-1"))
