@@ -99,3 +99,9 @@ class SetupRefusedError(RequestError):
     Studio is)."""
 
     http_status = 403
+
+
+class PromptError(SamiamError):
+    """An interactive prompt (clicks, box) is malformed, outside the image, or cannot be answered."""
+
+    http_status = 400
