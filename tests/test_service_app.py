@@ -404,6 +404,7 @@ LS_TASK = {"id": 1, "data": {"image": "/data/upload/1/a.png"}}
      "at least one material"),
     ({"tasks": [{"id": True, "data": {}}], "label_config": LABEL_CONFIG}, "integer 'id'"),
     ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "project": {"id": 1}}, "project id"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "project": "1." + "7" * 200}, "project id"),
     ({"tasks": [LS_TASK], "label_config": "<!DOCTYPE v [<!ENTITY a 'b'>]><View>&a;</View>"}, "document type"),
 ])
 def test_bad_input_answers_400_with_the_reason_and_no_traceback(make_app, body, message, caplog):

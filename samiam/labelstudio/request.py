@@ -112,8 +112,9 @@ def project_of(value: Any, where: str) -> str:
     """Label Studio's ``project`` (a string or an integer) as text; ``""`` for None."""
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise RequestError(f"{where} must be Label Studio's project id (a string or an integer)")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or len(str(value)) > 100:
+        raise RequestError(f"{where} must be Label Studio's project id (a string or an integer, "
+                           f"up to 100 characters)")
     return str(value)
 
 
