@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import types
 import typing
@@ -264,14 +265,16 @@ def _is_instance(value: Any, kind: Any) -> bool:
             and all(_is_instance(item, item_kind) for item in items)
     if isinstance(value, bool):
         return kind is bool
+    if kind is int:  # numpy integers too
+        return isinstance(value, numbers.Integral)
     if kind is float:
-        return isinstance(value, (int, float)) and math.isfinite(value)
+        return isinstance(value, numbers.Real) and math.isfinite(value)
     return isinstance(value, kind)
 
 
 def _as_kind(value: Any, kind: Any) -> Any:
-    if kind is float:
-        return float(value)
+    if kind in (int, float):
+        return kind(value)
     if typing.get_origin(kind) is tuple:
         return tuple(_as_kind(item, typing.get_args(kind)[0]) for item in value)
     return value

@@ -3,6 +3,7 @@ its field's type, or be refused by name."""
 
 import math
 
+import numpy as np
 import pytest
 
 from samiam.errors import SettingsError
@@ -18,11 +19,12 @@ def test_text_is_read_as_the_fields_type():
     assert settings.image.stretch_percentiles == (1.0, 99.0) and settings.merging.embedder_checkpoint is None
 
 
-def test_json_values_keep_or_get_the_fields_type():
+def test_json_and_numpy_values_keep_or_get_the_fields_type():
     settings = Settings().replace({"removal.child_inside": 1, "image.stretch_percentiles": [2, 98],
-                                   "merging.materials": None})
+                                   "merging.materials": None, "merging.crop_size": np.int64(48)})
     assert settings.removal.child_inside == 1.0 and isinstance(settings.removal.child_inside, float)
     assert settings.image.stretch_percentiles == (2.0, 98.0) and settings.merging.materials is None
+    assert settings.merging.crop_size == 48 and type(settings.merging.crop_size) is int
 
 
 @pytest.mark.parametrize("name, value", [
