@@ -188,10 +188,10 @@ class Settings:
         :class:`SettingsError`.
         """
         sections: dict[str, dict[str, Any]] = {}
+        section_names = {f.name for f in dataclasses.fields(self)}
         for name, value in overrides.items():
             section_name, _, field_name = name.partition(".")
-            sections_here = {f.name for f in dataclasses.fields(self)}
-            section = getattr(self, section_name) if field_name and section_name in sections_here else None
+            section = getattr(self, section_name) if field_name and section_name in section_names else None
             if section is None:
                 raise SettingsError(f"unknown setting {shown(name)}; names look like 'merging.materials'")
             fields = {f.name: f for f in dataclasses.fields(section)}
