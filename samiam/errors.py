@@ -6,6 +6,12 @@ Every failure that bad input or a missing resource can cause is one of these. Th
 """
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an untrusted value quoted in an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class SamiamError(Exception):
     """Base class of every error samiam raises on purpose."""
 
@@ -92,6 +98,17 @@ class PrototypeError(SamiamError):
     """Stored label prototypes are malformed or were made with another texture embedder."""
 
     http_status = 422
+class RequestTooLargeError(RequestError):
+    """A request to the service is larger than the service accepts (body size, tasks)."""
+
+    http_status = 413
+
+
+class SetupRefusedError(RequestError):
+    """``/setup`` asked for something an unauthenticated caller may not change (where Label
+    Studio is)."""
+
+    http_status = 403
 
 
 class PromptError(SamiamError):

@@ -13,12 +13,16 @@ Sizes in pixels that depend on the image size (crop size, island area) are given
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from samiam.errors import SettingsError
+from samiam.errors import SettingsError, shown
 
 REFERENCE_SIDE = 1024
 """Image side (px) at which pixel-valued defaults are given; they scale with sqrt(H*W)/1024."""
@@ -220,21 +224,23 @@ class Settings:
     def replace(self, overrides: Mapping[str, Any]) -> Settings:
         """Return new settings with dotted-name overrides, e.g. ``{"merging.materials": 3}``.
 
-        Values given as strings are converted to the field's type. Unknown names and values
-        that cannot be converted raise :class:`SettingsError`.
+        Values given as strings are converted to the field's type; other values must have it
+        (see :func:`_coerce`). Unknown names and values of the wrong type raise
+        :class:`SettingsError`.
         """
         sections: dict[str, dict[str, Any]] = {}
+        section_names = {f.name for f in dataclasses.fields(self)}
         for name, value in overrides.items():
             section_name, _, field_name = name.partition(".")
-            section = getattr(self, section_name, None) if field_name else None
-            if section is None or not dataclasses.is_dataclass(section):
-                raise SettingsError(f"unknown setting {name!r}; names look like 'merging.materials'")
+            section = getattr(self, section_name) if field_name and section_name in section_names else None
+            if section is None:
+                raise SettingsError(f"unknown setting {shown(name)}; names look like 'merging.materials'")
             fields = {f.name: f for f in dataclasses.fields(section)}
             if field_name not in fields:
                 raise SettingsError(
-                    f"unknown setting {name!r}; {section_name} has {', '.join(sorted(fields))}")
-            default = getattr(section, field_name)
-            sections.setdefault(section_name, {})[field_name] = _coerce(name, value, default)
+                    f"unknown setting {shown(name)}; {section_name} has {', '.join(sorted(fields))}")
+            hint = typing.get_type_hints(type(section))[field_name]
+            sections.setdefault(section_name, {})[field_name] = _coerce(name, value, hint)
         return dataclasses.replace(self, **{
             s: dataclasses.replace(getattr(self, s), **v) for s, v in sections.items()})
 
@@ -256,30 +262,67 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    text = value.strip()
-    try:
-        if isinstance(default, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, tuple):
-            return tuple(float(p) for p in text.split(","))
-        if default is None:
-            if text.lower() in ("", "none", "null"):
-                return None
-            try:
-                return int(text)
-            except ValueError:
-                return text
-    except ValueError:
-        raise SettingsError(f"setting {name!r}: cannot read {value!r} as {type(default).__name__}") from None
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as a value of the field type ``hint`` (e.g. ``int | None``), or SettingsError.
+
+    Text (from the environment, or a request) is parsed; any other value (a JSON value from a
+    request) must already have the field's type: a bool is no number, a list stands for a tuple,
+    floats must be finite. ``None``, ``"none"``, ``"null"`` and ``""`` set an optional field to None.
+    """
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if isinstance(value, str) and (type(None) in kinds or str not in kinds):
+        text = value.strip()
+        if type(None) in kinds and text.lower() in ("", "none", "null"):
+            return None
+        if str not in kinds:
+            value = _parse_text(text, kinds)
+    for kind in kinds:
+        if _is_instance(value, kind):
+            return _as_kind(value, kind)
+    raise SettingsError(f"setting {name!r}: {shown(value)} is not {' or '.join(map(_type_name, kinds))}")
+
+
+def _parse_text(text: str, kinds: tuple) -> Any:
+    """``text`` read as the first of ``kinds`` it parses as; unchanged when none fits."""
+    for kind in kinds:
+        try:
+            if kind is bool and text.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return text.lower() in ("1", "true", "yes", "on")
+            if kind in (int, float):
+                return kind(text)
+            if typing.get_origin(kind) is tuple:
+                return tuple(float(part) for part in text.split(","))
+        except ValueError:
+            continue
+    return text
+
+
+def _is_instance(value: Any, kind: Any) -> bool:
+    if kind is type(None):
+        return value is None
+    if typing.get_origin(kind) is tuple:
+        items, (item_kind, *rest) = value, typing.get_args(kind)
+        return isinstance(items, (tuple, list)) and (rest == [Ellipsis] or len(items) == 1 + len(rest)) \
+            and all(_is_instance(item, item_kind) for item in items)
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is int:  # numpy integers too
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _as_kind(value: Any, kind: Any) -> Any:
+    if kind in (int, float):
+        return kind(value)
+    if typing.get_origin(kind) is tuple:
+        return tuple(_as_kind(item, typing.get_args(kind)[0]) for item in value)
     return value
+
+
+def _type_name(kind: Any) -> str:
+    names = {type(None): "None", bool: "a boolean", int: "an integer", float: "a finite number", str: "text"}
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {len(typing.get_args(kind))} numbers"
+    return names.get(kind, str(kind))

@@ -1,7 +1,9 @@
+import time
+
 import pytest
 
 from samiam.errors import LabelConfigError
-from samiam.labelstudio.config import EXAMPLE_CONFIG, BrushConfig, parse_label_config
+from samiam.labelstudio.config import EXAMPLE_CONFIG, MAX_CONFIG_CHARS, BrushConfig, parse_label_config
 
 
 def test_example_config_parses():
@@ -50,3 +52,32 @@ def test_unusable_configs_are_refused_with_an_example(xml, says):
     assert says in str(info.value)
     assert EXAMPLE_CONFIG in str(info.value)
     assert info.value.http_status == 400
+
+
+BILLION_LAUGHS = ('<?xml version="1.0"?><!DOCTYPE View [<!ENTITY l0 "ha">'
+                  + "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10}">' for i in range(1, 10))
+                  + f']><View>{IMAGE}<BrushLabels name="b" toName="i"><Label value="&l9;"/></BrushLabels></View>')
+QUADRATIC_BLOWUP = (f'<!DOCTYPE View [<!ENTITY a "{"x" * 50_000}">]><View>{IMAGE}<BrushLabels name="b" toName="i">'
+                    f'<Label value="{"&a;" * 10_000}"/></BrushLabels></View>')
+
+
+@pytest.mark.parametrize("xml", [BILLION_LAUGHS, QUADRATIC_BLOWUP,
+                                 f"<!DOCTYPE View SYSTEM 'http://127.0.0.1:9/dtd'>{EXAMPLE_CONFIG}",
+                                 f"<!DOCTYPE View [<!ENTITY m 'Material 3'>]>{EXAMPLE_CONFIG}"],
+                         ids=["billion-laughs", "quadratic-blowup", "external-dtd", "harmless-entity"])
+def test_configs_with_a_document_type_are_refused_at_once(xml):
+    started = time.perf_counter()
+    with pytest.raises(LabelConfigError, match="cannot parse it"):
+        parse_label_config(xml)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("config, says", [(None, "empty"), (["<View/>"], "not list"), (7, "not int"),
+                                          ({"View": {}}, "not dict"), (b"<View/>", "not bytes"),
+                                          ("<View>\ud800</View>", "cannot parse"),
+                                          ('<?xml version="1.0" encoding="utf-8"?><View/>', "cannot parse"),
+                                          ("<View>" * 300 + "</View>" * 300, "cannot parse"),
+                                          (_view(IMAGE, " " * MAX_CONFIG_CHARS), "characters long")])
+def test_configs_that_are_no_xml_text_are_refused_by_name(config, says):
+    with pytest.raises(LabelConfigError, match=says):
+        parse_label_config(config)

@@ -1,11 +1,14 @@
 import io
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from samiam.errors import LabelConfigError, SettingsError
-from samiam.labelstudio.model import SamiamModel
+from samiam.errors import LabelConfigError, RequestError, RequestTooLargeError, SettingsError
+from samiam.labelstudio.config import parse_label_config
+from samiam.labelstudio.model import SamiamModel, predict_task
+from samiam.labelstudio.request import TaskRequest
 from samiam.labelstudio.results import materials_from_results
 from samiam.settings import Settings
 
@@ -28,11 +31,22 @@ def _two_texture_png(side: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def test_setup_checks_the_config_and_reports_the_version():
+def test_setup_checks_the_config_and_the_project_overrides():
     model = SamiamModel(CLASSICAL, "samiam-1")
-    assert model.setup(CONFIG) == {"model_version": "samiam-1"}
+    assert model.setup(CONFIG) == {}
+    assert model.setup(CONFIG, {"merging.materials": 2}) == {"merging.materials": 2}
     with pytest.raises(LabelConfigError):
         model.setup('<View><Image name="img" value="$image"/></View>')
+    with pytest.raises(SettingsError, match="only 3 brush labels"):
+        model.setup(CONFIG, {"merging.materials": 4})
+
+
+@pytest.mark.parametrize("name, value", [("image.max_pixels", 10**12), ("proposals.proposer", "sam"),
+                                         ("merging.embedder_checkpoint", "/etc/passwd"),
+                                         ("merging.embedder", "resnet18")])
+def test_requests_cannot_set_what_loads_files_or_bounds_images(name, value):
+    with pytest.raises(SettingsError, match="cannot be set per project or request"):
+        SamiamModel(CLASSICAL, "v").setup(CONFIG, {name: value})
 
 
 @pytest.mark.parametrize("labels, default_max, expected", [(3, 6, 3), (8, 6, 6), (1, 6, 1), (4, 2, 2)])
@@ -51,12 +65,51 @@ def test_settings_apply_overrides_before_bounding():
     assert model.settings.merging.crop_size == 60  # the model's own settings are untouched
 
 
-def test_settings_refuse_more_materials_than_labels_and_unknown_names():
-    model = SamiamModel(CLASSICAL, "v")
-    with pytest.raises(SettingsError, match="only 3 brush labels"):
-        model.settings_for(CONFIG, {"merging.materials": 4})
-    with pytest.raises(SettingsError, match="unknown setting"):
-        model.settings_for(CONFIG, {"merging.nope": 1})
+@pytest.mark.parametrize("overrides, message", [
+    ({"merging.materials": 4}, "only 3 brush labels"),
+    ({"merging.nope": 1}, "unknown setting"),
+    ({"merging.materials": 0}, "at least one material"),
+    ({"merging.max_materials": -1}, "at least one material"),
+    ({"merging.materials": "three"}, "is not an integer or None"),
+    ({"merging.materials": [3]}, "is not an integer or None"),
+    ({"merging.materials": True}, "is not an integer or None"),
+    ({"removal.child_inside": "most"}, "is not a finite number"),
+    ({"merging.k_estimator": 2}, "is not text"),
+])
+def test_settings_refuse_bad_overrides_with_a_reason(overrides, message):
+    with pytest.raises(SettingsError, match=message):
+        SamiamModel(CLASSICAL, "v").settings_for(CONFIG, overrides)
+
+
+def _body(tasks, **extra) -> dict:
+    return {"tasks": tasks, "label_config": CONFIG, "project": "4.1700000000", **extra}
+
+
+def test_requests_carry_the_parsed_config_and_resolved_settings_as_json():
+    model = SamiamModel(CLASSICAL, "v7")
+    tasks = [{"id": 3, "data": {"image": "/data/upload/4/a.png"}}, {"id": 1, "data": {"image": 7}}]
+    requests = model.requests(_body(tasks, params={"samiam": {"merging.crop_size": "48"}}),
+                              lambda project: {"merging.materials": 2} if project == "4.1700000000" else {})
+    assert [(r.task_id, r.image_url) for r in requests] == [(3, "/data/upload/4/a.png"), (1, None)]
+    request = requests[0]
+    assert request.brush == parse_label_config(CONFIG) and request.project == "4.1700000000"
+    assert request.settings == {"merging.materials": 2, "merging.crop_size": 48, "merging.max_materials": 3}
+    assert request.model_version == "v7"
+    again = TaskRequest.from_json(json.loads(json.dumps(request.to_json())))
+    assert again == request
+    assert again.resolve(CLASSICAL) == model.settings_for(CONFIG, {"merging.materials": 2, "merging.crop_size": 48})
+
+
+@pytest.mark.parametrize("tasks, error, message", [
+    ([{"id": True, "data": {}}], RequestError, "integer 'id'"),
+    ([{"id": -1, "data": {}}], RequestError, "integer 'id'"),
+    ([{"id": 2**63, "data": {}}], RequestError, "integer 'id'"),
+    ([{"id": 1, "data": []}], RequestError, "'data' object"),
+    ([{"id": i, "data": {}} for i in range(4)], RequestTooLargeError, "SAMIAM_MAX_TASKS_PER_REQUEST = 3"),
+])
+def test_requests_refuse_bad_tasks(tasks, error, message):
+    with pytest.raises(error, match=message):
+        SamiamModel(CLASSICAL, "v", max_tasks=3).requests(_body(tasks), lambda project: {})
 
 
 class RecordingEngine:
@@ -64,6 +117,7 @@ class RecordingEngine:
 
     def __init__(self, engine):
         self.engine = engine
+        self.settings = engine.settings
         self.calls = []
 
     def segment(self, image, settings, prototypes=None):
@@ -73,12 +127,15 @@ class RecordingEngine:
 
 @pytest.mark.parametrize("overrides, counts", [({"merging.crops_per_mask": 8}, (1, 2)),
                                                 ({"merging.materials": 2}, (2,))])
-def test_predict_one_with_the_real_engine(overrides, counts):
+def test_predict_task_with_the_real_engine(overrides, counts):
     pipeline = pytest.importorskip("samiam.pipeline")
     model = SamiamModel(CLASSICAL, "samiam-test")
     engine = RecordingEngine(pipeline.Engine(CLASSICAL))
     image = _two_texture_png()
-    prediction = model.predict_one(engine, image, _config("A", "B"), overrides)
+    body = {"tasks": [{"id": 1, "data": {"image": "x.png"}}], "label_config": _config("A", "B"),
+            "params": {"samiam": overrides}}
+    (request,) = model.requests(body, lambda project: {})
+    prediction = predict_task(engine, image, request)
 
     (settings,) = engine.calls
     assert settings == CLASSICAL.replace(dict(overrides, **{"merging.max_materials": 2}))

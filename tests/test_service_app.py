@@ -8,13 +8,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import hypothesis
 import pytest
-from fake_label_studio import LABEL_CONFIG, TOKEN, task, two_texture_png
+from fake_label_studio import LABEL_CONFIG, PROJECT, TOKEN, task, two_texture_png
+from hypothesis import strategies as st
 from service_helpers import CLASSICAL, post_predict
 
+from samiam.errors import SettingsError
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app
 
@@ -269,3 +274,243 @@ def test_service_config_reads_the_environment():
     assert config.predict_deadline_s == 12.5 and config.writeback_retry_intervals_s == (1, 2, 3)
     assert config.image_hosts == ("a.example", "b.example:8080") and config.settings.merging.materials == 3
     assert not config.auth_required and ServiceConfig.from_env({}).embedded
+
+
+# -- untrusted input -------------------------------------------------------------------------
+
+class Canary:
+    """An HTTP server on loopback that records every request it gets and answers 404."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        canary = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                canary.requests.append({"path": self.path, "headers": dict(self.headers)})
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def canary():
+    server = Canary()
+    yield server
+    server.close()
+
+
+def no_traceback_logged(caplog) -> bool:
+    return not any(record.exc_info or "Traceback" in record.getMessage() for record in caplog.records)
+
+
+def test_an_unauthenticated_setup_cannot_move_a_project_to_another_host(client, label_studio, canary, caplog):
+    attack = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG,
+                                         "hostname": canary.url, "access_token": "attacker"})
+    assert attack.status_code == 403 and "may not move it" in attack.get_json()["error"]
+    assert any(r.levelname == "WARNING" and "refused /setup" in r.getMessage() and "may not move it" in r.getMessage()
+               for r in caplog.records)
+    answer = post_predict(client, [task(1, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    assert answer.get_json()["results"] and label_studio.downloads == 1
+    assert canary.requests == []
+    same_host = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG,
+                                            "hostname": label_studio.url + "/", "access_token": TOKEN})
+    assert same_host.status_code == 200
+
+
+def test_a_configured_label_studio_url_always_wins_over_setup(make_app, label_studio, canary):
+    client = make_app(label_studio_url=label_studio.url).test_client()
+    answer = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG,
+                                         "hostname": canary.url, "access_token": TOKEN})
+    assert answer.status_code == 200
+    prediction = post_predict(client, [task(1, label_studio.add_file("em.png", two_texture_png(128, 128)))])
+    assert prediction.get_json()["results"] and label_studio.downloads == 1  # /setup's token, LS's origin
+    assert canary.requests == []
+
+
+def test_with_basic_auth_label_studio_may_move_its_project(make_app, label_studio, canary):
+    client = make_app(basic_auth_user="ls", basic_auth_pass="s3cret").test_client()
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
+    for hostname in (canary.url, label_studio.url):
+        answer = client.post("/setup", headers=auth, json={"project": "1.1", "schema": LABEL_CONFIG,
+                                                           "hostname": hostname, "access_token": TOKEN})
+        assert answer.status_code == 200
+    store = client.application.extensions["samiam"]["store"]
+    assert store.project("1")["hostname"] == label_studio.url
+
+
+@pytest.mark.parametrize("hostname", ["ftp://ls.example", "http://user@ls.example", "http://ls.example\\@evil",
+                                      "http://ls .example", "http://ls.example:99999", "http://", ["http://a"]])
+def test_setup_refuses_a_hostname_that_is_not_a_plain_http_url(make_app, hostname):
+    answer = make_app().test_client().post("/setup", json={"project": "1.1", "schema": LABEL_CONFIG,
+                                                           "hostname": hostname, "access_token": TOKEN})
+    assert answer.status_code == 403 and "plain http(s) URL" in answer.get_json()["error"]
+
+
+def test_an_api_key_without_label_studio_url_is_refused_at_start():
+    with pytest.raises(SettingsError, match="LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL"):
+        ServiceConfig.from_env({"LABEL_STUDIO_API_KEY": TOKEN})
+    with pytest.raises(SettingsError, match="BASIC_AUTH_PASS"):
+        ServiceConfig.from_env({"BASIC_AUTH_USER": "ls"})
+
+
+@pytest.mark.parametrize("password", ["pässwörd", "s3cret"])
+def test_basic_auth_with_non_ascii_passwords(make_app, password, caplog):
+    client = make_app(basic_auth_user="ls", basic_auth_pass=password).test_client()
+
+    def header(user: bytes, secret: bytes) -> dict:
+        return {"Authorization": "Basic " + base64.b64encode(user + b":" + secret).decode()}
+
+    assert client.get("/health", headers=header(b"ls", password.encode("utf-8"))).status_code == 200  # curl
+    assert client.get("/health", headers=header(b"ls", password.encode("latin-1"))).status_code == 200  # LS
+    for wrong in ("pässwort".encode(), b"s3cre", "s3crét".encode(), b"\xff\xfe"):
+        assert client.get("/health", headers=header(b"ls", wrong)).status_code == 401
+    assert client.get("/health", headers={"Authorization": "Basic ä"}).status_code == 401
+    assert client.get("/health", headers={"Authorization": "Basic !!!"}).status_code == 401
+    assert no_traceback_logged(caplog)
+
+
+LS_TASK = {"id": 1, "data": {"image": "/data/upload/1/a.png"}}
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"tasks": [LS_TASK], "label_config": ["<View/>"]}, "must be a string of XML, not list"),
+    ({"tasks": [LS_TASK], "label_config": 7}, "must be a string of XML, not int"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "params": ["samiam"]}, "'params' must be an object"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "params": {"samiam": [1]}}, "must map setting names"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "params": {"samiam": {"merging.materials": "three"}}},
+     "is not an integer"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "params": {"samiam": {"merging.materials": [2]}}},
+     "is not an integer"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "params": {"samiam": {"merging.materials": 0}}},
+     "at least one material"),
+    ({"tasks": [{"id": True, "data": {}}], "label_config": LABEL_CONFIG}, "integer 'id'"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "project": {"id": 1}}, "project id"),
+    ({"tasks": [LS_TASK], "label_config": LABEL_CONFIG, "project": "1." + "7" * 200}, "project id"),
+    ({"tasks": [LS_TASK], "label_config": "<!DOCTYPE v [<!ENTITY a 'b'>]><View>&a;</View>"}, "document type"),
+])
+def test_bad_input_answers_400_with_the_reason_and_no_traceback(make_app, body, message, caplog):
+    answer = make_app().test_client().post("/predict", json=body)
+    assert answer.status_code == 400 and message in answer.get_json()["error"]
+    assert no_traceback_logged(caplog)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"schema": {"xml": LABEL_CONFIG}}, "must be a string of XML, not dict"),
+    ({"schema": LABEL_CONFIG, "extra_params": "merging.materials=3"}, "must map setting names"),
+    ({"schema": LABEL_CONFIG, "extra_params": {"merging.materials": "three"}}, "is not an integer"),
+    ({"schema": LABEL_CONFIG, "project": ["1"]}, "project id"),
+    ({"schema": LABEL_CONFIG, "project": "1.1", "hostname": "http://ls:8080", "access_token": 5},
+     "access_token must be a token"),
+])
+def test_bad_setup_answers_400_or_403_with_the_reason_and_a_warning(make_app, body, message, caplog):
+    answer = make_app().test_client().post("/setup", json=body)
+    assert answer.status_code in (400, 403) and message in answer.get_json()["error"]
+    assert [r.levelname for r in caplog.records if "refused /setup" in r.getMessage()] == ["WARNING"]
+    assert no_traceback_logged(caplog)
+
+
+def test_deeply_nested_json_answers_400(make_app):
+    body = "[" * 100_000 + "]" * 100_000
+    answer = make_app().test_client().post("/predict", data=body, content_type="application/json")
+    assert answer.status_code == 400 and "nested too deeply" in answer.get_json()["error"]
+
+
+def test_request_size_and_task_count_are_capped(make_app):
+    assert (ServiceConfig().max_tasks_per_request, ServiceConfig().max_request_bytes) == (10_000, 64 * 2**20)
+    client = make_app(max_tasks_per_request=2, max_request_bytes=2000).test_client()
+    tasks = [{"id": i, "data": {"image": f"/data/upload/1/{i}.png"}} for i in range(3)]
+    too_many = client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
+    assert too_many.status_code == 413 and "SAMIAM_MAX_TASKS_PER_REQUEST = 2" in too_many.get_json()["error"]
+    too_large = client.post("/predict", json={"tasks": tasks[:1], "label_config": LABEL_CONFIG + " " * 2000})
+    assert too_large.status_code == 413
+    assert too_large.get_json() == {"error": "the request body is larger than SAMIAM_MAX_REQUEST_BYTES = 2000 bytes",
+                                    "kind": "RequestTooLargeError"}
+
+
+def test_jobs_get_the_parsed_request_not_the_raw_config(client, label_studio):
+    dispatcher = client.application.extensions["samiam"]["dispatcher"]
+    submitted = []
+    submit = dispatcher.submit_predict
+    dispatcher.submit_predict = lambda *args: (submitted.append(args), submit(*args))
+    url = label_studio.add_file("em.png", two_texture_png(128, 128))
+    assert post_predict(client, [task(1, url)], params={"samiam": {"merging.crop_size": "48"}}).get_json()["results"]
+    ((request, _batch),) = submitted
+    assert json.loads(json.dumps(request)) == request and LABEL_CONFIG not in json.dumps(request)
+    assert request["brush"] == {"from_name": "tag", "to_name": "image", "value_key": "image",
+                                "labels": ["Material 1", "Material 2"]}
+    assert request["settings"] == {"merging.crop_size": 48, "merging.max_materials": 2}
+    assert (request["task_id"], request["image_url"], request["project"]) == (1, url, PROJECT)
+
+
+def test_one_image_in_two_label_configs_gets_each_configs_regions(client, label_studio):
+    other = LABEL_CONFIG.replace('name="tag"', 'name="phase"').replace("Material 1", "Oxide")
+    url = label_studio.add_file("em.png", two_texture_png(128, 128))
+    first = post_predict(client, [task(1, url)]).get_json()["results"][0]["result"]
+    second = post_predict(client, [task(2, url)], label_config=other).get_json()["results"][0]["result"]
+    assert {r["from_name"] for r in first} == {"tag"} and {r["from_name"] for r in second} == {"phase"}
+    assert "Oxide" in {r["value"]["brushlabels"][0] for r in second}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+"""Any JSON value (and NaN/Infinity, which Flask's JSON reader accepts)."""
+
+FUZZ_BODIES = {
+    "/predict": {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/a.png"}, "project": 1}],
+                 "label_config": LABEL_CONFIG, "project": PROJECT, "params": {"samiam": {"merging.materials": 2}}},
+    "/setup": {"project": "1.1", "schema": LABEL_CONFIG, "hostname": "http://127.0.0.1:9",
+               "access_token": TOKEN, "extra_params": {"merging.materials": 1}},
+    "/webhook": {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"id": 3, "result": []}},
+}
+
+
+def _places(value, path=()):
+    """Every path into ``value`` (dict keys and list indices), the empty path (the whole body) first."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from _places(inner, (*path, key))
+
+
+def _with(body, path, value):
+    if not path:
+        return value
+    body = json.loads(json.dumps(body))
+    inner = body
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize("route", sorted(FUZZ_BODIES))
+def test_json_routes_never_answer_500_to_wrong_values_anywhere(make_app, route, caplog):
+    client = make_app(predict_deadline_s=2.0).test_client()
+    template = FUZZ_BODIES[route]
+    places = list(_places(template))
+
+    @hypothesis.settings(max_examples=150, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(place=st.sampled_from(places), value=JSON_VALUES)
+    def check(place, value):
+        answer = client.post(route, data=json.dumps(_with(template, place, value)), content_type="application/json")
+        assert answer.status_code < 500, (place, value, answer.get_data(as_text=True))
+        assert answer.is_json
+
+    check()
+    assert no_traceback_logged(caplog)

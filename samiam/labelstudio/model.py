@@ -1,18 +1,22 @@
-"""The Label Studio-facing model: label config -> settings, engine result -> Label Studio results.
+"""The Label Studio-facing model: one Label Studio task -> one prediction.
 
-Holds only ``setup``, ``predict_one`` and ``fit``; the engine (``samiam.pipeline.Engine``) is
-passed in by the worker that keeps it loaded, and the web tier calls :meth:`SamiamModel.setup`
-without ever loading a model.
+:class:`SamiamModel` holds Label Studio's three calls as the web tier needs them, without ever
+loading a model: ``setup`` (check a project's labeling config and ``extra_params``),
+``requests`` (turn a ``/predict`` body into :class:`TaskRequest` s) and ``fit`` (webhooks).
+:func:`predict_task` is the worker's side: one task's image through the loaded engine into
+brush regions. A new path through this code (an interactive click, label names learned from
+annotations) adds a field to :class:`TaskRequest` and a branch here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from samiam.errors import SettingsError
+from samiam.errors import SamiamError, shown
 from samiam.labelstudio.config import parse_label_config
+from samiam.labelstudio.request import TaskRequest, read_predict, resolve_overrides, setting_overrides
 from samiam.labelstudio.results import predictions_from_segmentation, versioned
 from samiam.settings import Settings
 
@@ -28,48 +32,58 @@ TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "START_TRAINING")
 class SamiamModel:
     """Zero-shot material segmentation as a Label Studio ML backend model."""
 
-    def __init__(self, settings: Settings, model_version: str):
+    def __init__(self, settings: Settings, model_version: str, max_tasks: int = 10_000):
         self.settings = settings
         self.model_version = model_version
+        self.max_tasks = max_tasks
 
-    def setup(self, label_config: str) -> dict:
-        """Check the project's labeling config (raises ``LabelConfigError``); loads no model."""
-        parse_label_config(label_config)
-        return {"model_version": self.model_version}
+    def setup(self, label_config: Any, extra_params: Any = None) -> dict[str, Any]:
+        """Check a project's labeling config and ``extra_params``; returns the project's setting
+        overrides to keep. Raises ``LabelConfigError`` or ``SettingsError``; loads no model."""
+        overrides = setting_overrides(extra_params, "the ML backend's extra_params")
+        resolve_overrides(self.settings, parse_label_config(label_config), overrides)
+        return overrides
+
+    def requests(self, body: Mapping[str, Any],
+                 project_overrides: Callable[[str], Mapping[str, Any]]) -> list[TaskRequest]:
+        """The tasks of a ``/predict`` body as checked requests (see :func:`read_predict`)."""
+        return read_predict(body, base=self.settings, model_version=self.model_version,
+                            max_tasks=self.max_tasks, project_overrides=project_overrides)
 
     def settings_for(self, label_config: str, overrides: Mapping[str, Any] | None = None) -> Settings:
-        """Settings for one project: ``overrides`` (dotted names, per project or request) applied,
-        and the number of materials bounded by the number of labels in the config."""
-        n_labels = len(parse_label_config(label_config).labels)
-        settings = self.settings.replace(overrides or {})
-        merging = settings.merging
-        if merging.materials is not None and merging.materials > n_labels:
-            raise SettingsError(f"merging.materials = {merging.materials} but the labeling config has "
-                                f"only {n_labels} brush labels; add labels or ask for fewer materials")
-        return settings.replace({"merging.max_materials": min(merging.max_materials, n_labels)})
+        """Settings for one labeling config: ``overrides`` (dotted names) applied, and the number
+        of materials bounded by the number of labels in the config."""
+        overrides = setting_overrides(overrides, "overrides")
+        return self.settings.replace(resolve_overrides(self.settings, parse_label_config(label_config), overrides))
 
-    def predict_one(self, engine: Engine, image_bytes: bytes, label_config: str,
-                    overrides: Mapping[str, Any] | None = None, prototypes: Prototypes | None = None) -> dict:
-        """Segment one task's image: ``{"result": [brush regions], "score", "model_version"}``.
-
-        ``prototypes``: the project's labels learned from its annotations (regions then carry
-        their names, and the model version their hash); None before any annotation.
-        """
-        settings = self.settings_for(label_config, overrides)
-        config = parse_label_config(label_config)
-        learned = prototypes.restrict(config.labels) if prototypes is not None else None
-        segmentation = engine.segment(image_bytes, settings, prototypes=learned)
-        return predictions_from_segmentation(segmentation.materials, segmentation.scores, config,
-                                             versioned(self.model_version, learned), segmentation.names,
-                                             settings.naming.unnamed_score)
-
-    def fit(self, event: str, data: dict) -> dict:
+    def fit(self, event: Any, data: dict) -> dict:
         """Acknowledge a webhook event. samiam is zero-shot: annotations do not train anything."""
         if event in TRAINING_EVENTS:
             reason = "samiam is zero-shot; annotations are not used for training"
         else:
-            reason = f"event {event!r} is not handled"
+            reason = f"event {shown(event)} is not handled"
         project = data.get("project")
-        log.info("webhook %s for project %s ignored: %s", event,
-                 project.get("id") if isinstance(project, dict) else project, reason)
+        project = project.get("id") if isinstance(project, dict) else project
+        log.info("webhook %.60r for project %.40r ignored: %s", event, project, reason)
         return {"status": "ignored", "reason": reason}
+
+
+def predict_task(engine: Engine, image: bytes, request: TaskRequest, settings: Settings | None = None,
+                 prototypes: Prototypes | None = None) -> dict:
+    """Segment one task's ``image``: ``{"result": [brush regions], "score", "model_version"}``.
+
+    ``settings``: ``request.resolve(engine.settings)`` when not given (a caller that already
+    resolved them, for its cache key, passes them). ``prototypes``: the project's labels learned
+    from its annotations (regions then carry their names, and the model version their hash);
+    None before any annotation. Raises :class:`SamiamError` when the engine finds no material
+    region (Label Studio would store the empty prediction).
+    """
+    settings = request.resolve(engine.settings) if settings is None else settings
+    learned = prototypes.restrict(request.brush.labels) if prototypes is not None else None
+    segmentation = engine.segment(image, settings, prototypes=learned)
+    prediction = predictions_from_segmentation(segmentation.materials, segmentation.scores, request.brush,
+                                               versioned(request.model_version, learned), segmentation.names,
+                                               settings.naming.unnamed_score)
+    if not prediction["result"]:
+        raise SamiamError("the engine found no material region in this image; nothing to store")
+    return prediction

@@ -8,10 +8,17 @@ Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, 
 (Label Studio's), ``GET /metrics`` (Prometheus), ``GET /jobs?project=ID`` (task states),
 ``GET /`` (HTML status page).
 
-Setting overrides (dotted names, e.g. ``{"merging.materials": 3}``): per project in the ML
-backend's ``extra_params`` (sent to ``/setup``), per request in ``params.samiam`` of ``/predict``
-(request wins); both on top of the ``SAMIAM_<SECTION>_<FIELD>`` environment. With ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` set every route asks
-for HTTP basic auth (register the backend in Label Studio with ``auth_method: BASIC_AUTH``).
+Every body and header is untrusted: bad input answers 400 (413 when too large) with the reason,
+never 500. The Label Studio protocol (tasks, labeling config, setting overrides) is read by
+:mod:`samiam.labelstudio.request`, once per request; what ``/setup`` may change about where
+Label Studio is, by :mod:`samiam.service.access`. Every refused ``/setup`` is logged at WARNING
+(Label Studio logs nothing useful).
+
+Setting overrides (dotted names, e.g. ``{"merging.materials": 3}``; ``removal.*`` and ``merging.*``
+only): per project in the ML backend's ``extra_params`` (sent to ``/setup``), per request in
+``params.samiam`` of ``/predict`` (request wins); both on top of the ``SAMIAM_<SECTION>_<FIELD>``
+environment. With ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` set every route asks for HTTP basic
+auth (register the backend in Label Studio with ``auth_method: BASIC_AUTH``).
 
 ``/health`` answers 200 whenever this process runs, Redis or not, so that Label Studio keeps the
 backend connected and shows the reason of a failure on ``/predict`` (503 "Redis ... cannot be
@@ -21,17 +28,21 @@ reached") instead of a bare "disconnected"; its body says ``"redis": "down"`` an
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from samiam.errors import QueueUnavailableError, RequestError, SamiamError, SettingsError
-from samiam.labelstudio.config import parse_label_config
+from samiam.errors import QueueUnavailableError, RequestError, SamiamError
+from samiam.labelstudio.request import project_of
 from samiam.service import jobs, prometheus, status_page
+from samiam.service.access import setup_record
 from samiam.service.batch import predict_batch
 from samiam.service.config import ServiceConfig
 from samiam.service.store import project_id
@@ -59,34 +70,34 @@ def _backend(config: ServiceConfig, engine_factory: Callable | None):
 
 
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise RequestError("the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object (Content-Type: application/json)")
     return body
 
 
-def _tasks(body: dict) -> list[dict]:
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise RequestError("'tasks' must be a non-empty list of Label Studio tasks")
-    ids = []
-    for task in tasks:
-        if not isinstance(task, dict) or not isinstance(task.get("id"), int) \
-                or not isinstance(task.get("data"), dict):
-            raise RequestError("every task needs an integer 'id' and a 'data' object")
-        ids.append(task["id"])
-    if len(set(ids)) != len(ids):
-        raise RequestError(f"task ids repeat in one request: {sorted(ids)}")
-    return tasks
+def _basic_credentials() -> tuple[bytes, bytes] | None:
+    """User and password bytes of the request's ``Authorization: Basic`` header, or None."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, colon, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII in the header
+        return None
+    return (user, password) if colon else None
 
 
-def _overrides(value: Any, where: str) -> dict:
-    """Setting overrides given as dotted names (see :meth:`Settings.replace`), or {} for None."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SettingsError(f"{where} must map setting names to values, e.g. {{\"merging.materials\": 3}}")
-    return value
+def _same_secret(given: bytes, expected: str) -> bool:
+    """Constant-time match of ``given`` with ``expected`` encoded as UTF-8 (curl, browsers) or as
+    Latin-1 (what python-requests' ``HTTPBasicAuth``, which Label Studio 1.23 uses, sends)."""
+    encodings = {expected.encode("utf-8")}
+    with contextlib.suppress(UnicodeEncodeError):
+        encodings.add(expected.encode("latin-1"))
+    return sum(hmac.compare_digest(given, encoded) for encoded in encodings) > 0  # compares all
 
 
 def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig], Any] | None = None) -> Flask:
@@ -95,6 +106,7 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     app = Flask(__name__)
     store, dispatcher = _backend(config, engine_factory)
     model = jobs.make_model(config)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.extensions["samiam"] = {"store": store, "dispatcher": dispatcher, "config": config}
     mode = "embedded" if config.embedded else "redis"
 
@@ -102,10 +114,9 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     def _authenticate():
         if not config.auth_required:
             return None
-        auth = request.authorization
-        if auth is None or auth.type != "basic" \
-                or not hmac.compare_digest(auth.username or "", config.basic_auth_user) \
-                or not hmac.compare_digest(auth.password or "", config.basic_auth_pass):
+        credentials = _basic_credentials()
+        if credentials is None or not (_same_secret(credentials[0], config.basic_auth_user)
+                                       & _same_secret(credentials[1], config.basic_auth_pass)):
             return Response("authentication required\n", 401, {"WWW-Authenticate": 'Basic realm="samiam"'})
         return None
 
@@ -117,7 +128,18 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
+        if isinstance(error, RequestEntityTooLarge):
+            return jsonify(error=f"the request body is larger than SAMIAM_MAX_REQUEST_BYTES = "
+                                 f"{config.max_request_bytes} bytes", kind="RequestTooLargeError"), 413
         return jsonify(error=error.description, kind=error.name), error.code
+
+    @app.after_request
+    def _log_refused_setup(response: Response):
+        if request.path == "/setup" and response.status_code >= 400:
+            reason = (response.get_json(silent=True) or {}).get("error") if response.is_json else None
+            log.warning("refused /setup from %s (%d): %s", request.remote_addr, response.status_code,
+                        reason or response.get_data(as_text=True).strip())
+        return response
 
     def _redis_state() -> str:
         return "not used" if config.embedded else ("ok" if store.ping() else "down")
@@ -139,27 +161,18 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     @app.post("/setup")
     def setup():
         body = _json_body()
-        schema = body.get("schema") or ""
-        parse_label_config(schema)
-        overrides = _overrides(body.get("extra_params"), "the ML backend's extra_params")
-        model.settings_for(schema, overrides)  # bad names or values: 400, shown by Label Studio
-        if body.get("project"):
-            store.save_project(body["project"], {"hostname": body.get("hostname"),
-                                                 "access_token": body.get("access_token"),
-                                                 "overrides": overrides})
-        return jsonify(model.setup(schema))
+        overrides = model.setup(body.get("schema"), body.get("extra_params"))  # bad ones: 400, shown by LS
+        project = project_of(body.get("project"), "'project'")
+        if project:
+            access = setup_record(config, store.project(project), body.get("hostname"), body.get("access_token"),
+                                  authenticated=config.auth_required)
+            store.save_project(project, {**access, "overrides": overrides})
+        return jsonify(model_version=config.model_version)
 
     @app.post("/predict")
     def predict():
-        body = _json_body()
-        tasks = _tasks(body)
-        label_config = body.get("label_config") or ""
-        parse_label_config(label_config)
-        project = str(body.get("project") or tasks[0].get("project") or "")
-        overrides = {**((store.project(project) or {}).get("overrides") or {}),
-                     **_overrides((body.get("params") or {}).get("samiam"), "params.samiam")}
-        model.settings_for(label_config, overrides)  # bad names or values: 400 now, not per task
-        answer = predict_batch(tasks, label_config, project, overrides, store=store, dispatcher=dispatcher,
+        requests = model.requests(_json_body(), lambda project: (store.project(project) or {}).get("overrides") or {})
+        answer = predict_batch(requests, store=store, dispatcher=dispatcher,
                                deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s,
                                grace_s=config.batch_grace_s)
         return jsonify(answer.to_json())
@@ -167,7 +180,7 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     @app.post("/webhook")
     def webhook():
         body = _json_body()
-        return jsonify(model.fit(body.get("action"), body) or {})
+        return jsonify(model.fit(body.get("action"), body))
 
     @app.get("/versions")
     def versions():

@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from samiam.labelstudio.request import TaskRequest
 from samiam.service.jobs import Dispatcher, write_back_later
 from samiam.service.store import Store, project_id
 
@@ -51,23 +52,22 @@ class BatchAnswer:
         return body
 
 
-def predict_batch(tasks: list[dict], label_config: str, project: str, overrides: dict, *,
-                  store: Store, dispatcher: Dispatcher, deadline_s: float, poll_s: float, grace_s: float,
-                  clock=time.monotonic) -> BatchAnswer:
-    """Run ``tasks`` (Label Studio task dicts with unique ``id``) and answer within ``deadline_s``.
+def predict_batch(requests: list[TaskRequest], *, store: Store, dispatcher: Dispatcher, deadline_s: float,
+                  poll_s: float, grace_s: float, clock=time.monotonic) -> BatchAnswer:
+    """Run ``requests`` (tasks of one project with unique ids) and answer within ``deadline_s``.
 
     Waits blocked on the store (a finished task wakes it at once), ``poll_s`` at a time at most.
     """
     ends = clock() + deadline_s
     batch_id = uuid.uuid4().hex
-    ids = [task["id"] for task in tasks]
+    project, ids = requests[0].project, [r.task_id for r in requests]
     store.open_batch(batch_id, project, time.time() + deadline_s + grace_s)
     store.set_tasks(project, ids, "queued", batch=batch_id)
-    dispatcher.submit_predictions(tasks, label_config, project, overrides, batch_id)
-    store.incr("jobs_queued", len(tasks))
+    dispatcher.submit_predictions([r.to_json() for r in requests], batch_id)
+    store.incr("jobs_queued", len(ids))
     deposited, failed = store.progress(batch_id)
     # A failed task means an empty answer anyway: hand over at once instead of waiting.
-    while deposited < len(tasks) and not failed and clock() < ends:
+    while deposited < len(ids) and not failed and clock() < ends:
         store.wait_for_deposit(batch_id, min(poll_s, ends - clock()))
         deposited, failed = store.progress(batch_id)
     outcomes = store.close_batch(batch_id) or {}  # None: a sweep took it over (this request was too slow)

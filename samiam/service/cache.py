@@ -1,24 +1,29 @@
 """Prediction cache: the same image bytes with the same settings and model give the same answer.
 
-The key is ``sha256(image bytes)`` + ``sha256(settings as sorted JSON)`` + model version, so a
-changed knob or a new model version never returns a stale prediction. The worker looks the key
+The key is ``sha256(image bytes)`` + ``sha256(settings and brush config as sorted JSON)`` + model
+version, so a changed knob, another labeling config (control names, labels) or a new model
+version never returns a stale prediction. The worker looks the key
 up after downloading the image (the web tier never downloads images: it only enqueues), so a
 repeated request costs one download and no inference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
+from samiam.labelstudio.config import BrushConfig
 from samiam.service.store import Store
 from samiam.settings import Settings
 
 
-def cache_key(image: bytes, settings: Settings, model_version: str) -> str:
-    """Store key of the prediction for ``image`` made with ``settings`` by ``model_version``."""
+def cache_key(image: bytes, settings: Settings, model_version: str, brush: BrushConfig) -> str:
+    """Store key of the prediction for ``image`` made with ``settings`` by ``model_version``, as
+    regions of ``brush``."""
     image_hash = hashlib.sha256(image).hexdigest()
-    settings_hash = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
+    made_with = {"settings": settings.to_dict(), "brush": dataclasses.asdict(brush)}
+    settings_hash = hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()
     return f"cache:{model_version}:{image_hash}:{settings_hash[:16]}"
 
 

@@ -43,6 +43,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SAMIAM_LOCAL_FILES_ROOT": ("local_files_root", str),
     "SAMIAM_MAX_IMAGE_BYTES": ("max_image_bytes", int),
     "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
+    "SAMIAM_MAX_TASKS_PER_REQUEST": ("max_tasks_per_request", int),
+    "SAMIAM_MAX_REQUEST_BYTES": ("max_request_bytes", int),
 }
 """Environment variable -> (ServiceConfig field, parser of its text)."""
 
@@ -98,10 +100,11 @@ class ServiceConfig:
     basic_auth_pass: str | None = field(default=None, repr=False)
     """``BASIC_AUTH_PASS``."""
     label_studio_url: str | None = None
-    """``LABEL_STUDIO_URL``: Label Studio's base URL; when set with ``LABEL_STUDIO_API_KEY`` it is
-    used for image downloads and write-backs instead of ``/setup``'s hostname and token."""
+    """``LABEL_STUDIO_URL``: Label Studio's base URL for image downloads and write-backs; when set,
+    ``/setup``'s hostname is ignored (see :mod:`samiam.service.access`)."""
     label_studio_api_key: str | None = field(default=None, repr=False)
-    """``LABEL_STUDIO_API_KEY``: a personal access token (refresh JWT) or a legacy token."""
+    """``LABEL_STUDIO_API_KEY``: a personal access token (refresh JWT) or a legacy token, sent to
+    ``LABEL_STUDIO_URL`` only (it needs ``LABEL_STUDIO_URL``); when set, ``/setup``'s token is ignored."""
     image_hosts: tuple[str, ...] = ()
     """``SAMIAM_IMAGE_HOSTS`` (comma separated ``host`` or ``host:port``): hosts other than Label
     Studio that task images may come from (they never receive the API key)."""
@@ -111,6 +114,11 @@ class ServiceConfig:
     """``SAMIAM_MAX_IMAGE_BYTES``: largest image download (unset: the adapter's limit)."""
     fetch_timeout_s: float | None = None
     """``SAMIAM_FETCH_TIMEOUT_S``: limit of one image download or write-back (unset: the adapter's)."""
+    max_tasks_per_request: int = 10_000
+    """``SAMIAM_MAX_TASKS_PER_REQUEST``: ``/predict`` answers 413 for more tasks than this."""
+    max_request_bytes: int = 64 * 2**20
+    """``SAMIAM_MAX_REQUEST_BYTES``: every route answers 413 for a larger body (10,000 Label Studio
+    tasks take a few MB)."""
     settings: Settings = field(default_factory=Settings)
     """The engine's settings (``SAMIAM_<SECTION>_<FIELD>``)."""
 
@@ -122,6 +130,14 @@ class ServiceConfig:
         if self.worker_heartbeat_s >= self.job_lease_s:
             raise SettingsError(f"SAMIAM_WORKER_HEARTBEAT_S={self.worker_heartbeat_s:g} must be below "
                                 f"SAMIAM_JOB_LEASE_S={self.job_lease_s}, or running jobs look abandoned")
+        if self.label_studio_api_key and not self.label_studio_url:
+            raise SettingsError("LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL: the key is only ever sent to "
+                                "that origin, never to a hostname a request names")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass) or ":" in (self.basic_auth_user or ""):
+            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither); the user name "
+                                "cannot contain ':'")
+        if self.max_tasks_per_request < 1 or self.max_request_bytes < 1:
+            raise SettingsError("SAMIAM_MAX_TASKS_PER_REQUEST and SAMIAM_MAX_REQUEST_BYTES must be positive")
 
     @property
     def embedded(self) -> bool:

@@ -1,6 +1,6 @@
 """The two jobs of the service, as plain importable functions (RQ runs them by name).
 
-* :func:`predict_task` — one Label Studio task: download its image, look the prediction up in
+* :func:`predict_task` — one Label Studio task (a :class:`TaskRequest` the web tier checked): download its image, look the prediction up in
   the cache or segment it with the loaded engine, stamp it with its delivery key, deposit the
   outcome in its batch, and when the batch was already closed or has expired (no ``/predict``
   waits for it any more), write the prediction back to Label Studio.
@@ -34,6 +34,9 @@ from typing import Any, Protocol
 from samiam.errors import ImageFetchError, SamiamError
 from samiam.labelstudio.delivery import delivery_key, find_delivered, key_of, stamp
 from samiam.labelstudio.model import SamiamModel
+from samiam.labelstudio.model import predict_task as predict_image
+from samiam.labelstudio.request import TaskRequest
+from samiam.service.access import label_studio_for
 from samiam.service.cache import PredictionCache, cache_key
 from samiam.service.config import ServiceConfig
 from samiam.service.store import Store, project_id
@@ -45,16 +48,16 @@ class Dispatcher(Protocol):
     """Where jobs run: RQ workers (:class:`samiam.service.redis_mode.RQDispatcher`) or threads of the
     web process (:class:`samiam.service.memory_mode.EmbeddedDispatcher`)."""
 
-    def submit_predictions(self, tasks: list[dict], label_config: str, project: str, overrides: dict,
-                           batch_id: str) -> None: ...
+    def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
+        """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
     def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
 
 def make_model(config: ServiceConfig) -> SamiamModel:
-    """The Label Studio-facing model for this service's settings and model version."""
-    return SamiamModel(config.settings, config.model_version)
+    """The Label Studio-facing model for this service's settings, model version and limits."""
+    return SamiamModel(config.settings, config.model_version, config.max_tasks_per_request)
 
 
 def load_engine(config: ServiceConfig):
@@ -71,7 +74,6 @@ class Runtime:
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
-        self.model = make_model(config)
         self.cache = PredictionCache(store, config.cache_ttl_s)
         self._engine_factory = engine_factory
         self._engine = None
@@ -116,36 +118,26 @@ def current() -> Runtime:
 
 
 def access_for(runtime: Runtime, project: str):
-    """Label Studio URL and credentials for ``project``: LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY
-    when set, else the hostname and token Label Studio sent to ``/setup``."""
+    """Label Studio URL and credentials for ``project`` (see :mod:`samiam.service.access`)."""
     from samiam.labelstudio.client import LabelStudioAccess
     config = runtime.config
     limits = {name: value for name, value in (("max_bytes", config.max_image_bytes),
                                               ("timeout_s", config.fetch_timeout_s)) if value is not None}
-    if config.label_studio_url and config.label_studio_api_key:
-        url, key = config.label_studio_url, config.label_studio_api_key
-    else:
-        info = runtime.store.project(project) or {}
-        url, key = info.get("hostname") or config.label_studio_url, info.get("access_token")
+    url, key = label_studio_for(config, runtime.store.project(project))
     return LabelStudioAccess(url, key, allowed_hosts=config.image_hosts,
                              local_root=config.local_files_root, **limits)
 
 
-def _predict(runtime: Runtime, task: dict, label_config: str, project: str, overrides: dict) -> dict:
-    from samiam.labelstudio.config import parse_label_config
+def _predict(runtime: Runtime, request: TaskRequest) -> dict:
     from samiam.labelstudio.fetch import fetch_image
-    brush = parse_label_config(label_config)
-    url = (task.get("data") or {}).get(brush.value_key)
-    if not isinstance(url, str) or not url:
-        raise ImageFetchError(f"task {task.get('id')} has no image URL in data[{brush.value_key!r}]")
-    image = fetch_image(url, access_for(runtime, project))
-    settings = runtime.model.settings_for(label_config, overrides)
-    key = cache_key(image, settings, runtime.config.model_version)
+    if request.image_url is None:
+        raise ImageFetchError(f"task {request.task_id} has no image URL in data[{request.brush.value_key!r}]")
+    image = fetch_image(request.image_url, access_for(runtime, request.project))
+    settings = request.resolve(runtime.config.settings)
+    key = cache_key(image, settings, request.model_version, request.brush)
     prediction = runtime.cache.get(key)
     if prediction is None:
-        prediction = runtime.model.predict_one(runtime.engine(), image, label_config, overrides)
-        if not prediction.get("result"):
-            raise SamiamError("the engine found no material region in this image; nothing to store")
+        prediction = predict_image(runtime.engine(), image, request, settings)
         runtime.cache.put(key, prediction)
     return prediction
 
@@ -165,19 +157,21 @@ def write_back_later(store: Store, dispatcher: Dispatcher, project: str, predict
         dispatcher.submit_write_backs(predictions, project)
 
 
-def predict_task(task: dict, label_config: str, project: str, overrides: dict, batch_id: str) -> dict:
-    """Predict one task and deliver the outcome; returns ``{"ok", "prediction" | "reason"}``.
+def predict_task(request: dict, batch_id: str) -> dict:
+    """Predict one task (``request``: a :meth:`TaskRequest.to_json`) and deliver the outcome;
+    returns ``{"ok", "prediction" | "reason"}``.
 
     Every failure becomes a recorded ``failed`` outcome with its reason (never an exception), so
     that the batch waiting in ``/predict`` learns of it at once.
     """
     runtime = current()
-    store, task_id = runtime.store, task.get("id")
+    task = TaskRequest.from_json(request)
+    store, task_id, project = runtime.store, task.task_id, task.project
     store.set_task(project, task_id, "running", batch=batch_id)
     store.incr("jobs_started")
     started = time.perf_counter()
     try:
-        outcome = {"ok": True, "prediction": _predict(runtime, task, label_config, project, overrides)}
+        outcome = {"ok": True, "prediction": _predict(runtime, task)}
     except SamiamError as error:
         outcome = {"ok": False, "reason": str(error)}
     except Exception as error:  # a bug or a resource failure (e.g. out of GPU memory): record, don't hang
@@ -222,8 +216,8 @@ def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
     the task and deposits the failure so that a waiting ``/predict`` answers at once."""
     runtime = current()
     store = runtime.store
-    task, _, project, _, batch_id = job.args
-    task_id = task.get("id")
+    request, batch_id = job.args
+    task_id, project = request["task_id"], request["project"]
     cause = f"the worker running it stopped mid-job ({getattr(exc_type, '__name__', exc_type)}: killed or out of memory?)"
     if job.retries_left:
         store.incr("jobs_requeued")

@@ -66,9 +66,9 @@ class EmbeddedDispatcher:
             self._pending += 1
         executor.submit(self._counted, function, *args)
 
-    def submit_predictions(self, tasks, label_config, project, overrides, batch_id):
-        for task in tasks:
-            self._submit(self._predictions, jobs.predict_task, task, label_config, project, overrides, batch_id)
+    def submit_predictions(self, requests, batch_id):
+        for request in requests:
+            self._submit(self._predictions, jobs.predict_task, request, batch_id)
 
     def submit_write_backs(self, predictions, project):
         for task_id, prediction in predictions.items():

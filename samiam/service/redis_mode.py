@@ -295,15 +295,15 @@ class RQDispatcher:
             self.queue.enqueue_many(job_datas[start:start + ENQUEUE_CHUNK])
 
     @redis_errors_as_unavailable
-    def submit_predictions(self, tasks, label_config, project, overrides, batch_id):
-        """One job per task, enqueued in bulk."""
+    def submit_predictions(self, requests, batch_id):
+        """One job per task (``requests``: :meth:`TaskRequest.to_json` dicts), enqueued in bulk."""
         retries = self.config.predict_retries
         self._enqueue([Queue.prepare_data(
-            jobs.predict_task, (task, label_config, project, overrides, batch_id),
+            jobs.predict_task, (request, batch_id),
             retry=Retry(max=retries) if retries else None, on_failure=Callback(jobs.predict_abandoned),
             timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
-            failure_ttl=self.config.result_ttl_s, description=f"predict task {task.get('id')}")
-            for task in tasks])
+            failure_ttl=self.config.result_ttl_s, description=f"predict task {request['task_id']}")
+            for request in requests])
 
     @redis_errors_as_unavailable
     def submit_write_backs(self, predictions, project):
