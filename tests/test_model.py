@@ -150,7 +150,7 @@ def test_predict_task_with_the_real_engine(overrides, counts):
     assert {(r["from_name"], r["to_name"]) for r in prediction["result"]} == {("phase", "img")}
 
 
-def test_predict_one_names_regions_from_learned_prototypes():
+def test_predict_task_names_regions_from_learned_prototypes():
     pipeline = pytest.importorskip("samiam.pipeline")
     from samiam.booster.prototypes import Prototypes, update
     from samiam.io import load_micrograph
@@ -163,7 +163,10 @@ def test_predict_one_names_regions_from_learned_prototypes():
     # The annotator calls the left texture "B", the right one "A".
     learned = update(Prototypes.empty(engine.embedder), load_micrograph(image).grey, halves,
                      ["B", "A"], engine.embedder, CLASSICAL)
-    prediction = model.predict_one(engine, image, _config("A", "B"), {"merging.materials": 2}, learned)
+    body = {"tasks": [{"id": 1, "data": {"image": "x.png"}}], "label_config": _config("A", "B"),
+            "params": {"samiam": {"merging.materials": 2}}}
+    (request,) = model.requests(body, lambda project: {})
+    prediction = predict_task(engine, image, request, prototypes=learned)
 
     masks, labels = materials_from_results(prediction["result"])
     left = [int(np.argmax([(m & halves[0]).sum() for m in masks]))]

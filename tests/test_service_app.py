@@ -444,11 +444,11 @@ def test_request_size_and_task_count_are_capped(make_app):
 def test_jobs_get_the_parsed_request_not_the_raw_config(client, label_studio):
     dispatcher = client.application.extensions["samiam"]["dispatcher"]
     submitted = []
-    submit = dispatcher.submit_predict
-    dispatcher.submit_predict = lambda *args: (submitted.append(args), submit(*args))
+    submit = dispatcher.submit_predictions
+    dispatcher.submit_predictions = lambda *args: (submitted.append(args), submit(*args))
     url = label_studio.add_file("em.png", two_texture_png(128, 128))
     assert post_predict(client, [task(1, url)], params={"samiam": {"merging.crop_size": "48"}}).get_json()["results"]
-    ((request, _batch),) = submitted
+    (([request], _batch),) = submitted
     assert json.loads(json.dumps(request)) == request and LABEL_CONFIG not in json.dumps(request)
     assert request["brush"] == {"from_name": "tag", "to_name": "image", "value_key": "image",
                                 "labels": ["Material 1", "Material 2"]}
