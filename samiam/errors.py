@@ -34,6 +34,16 @@ class ConstantImageError(ImageError):
     """Every pixel has the same value: there is nothing to segment."""
 
 
+class NoImageSignalError(UnsupportedImageError):
+    """A microscope file holds no 2-D image signal (only spectra, spectrum images or 4-D data)."""
+
+
+class FormatSupportMissingError(UnsupportedImageError):
+    """Reading this file format needs an optional extra that is not installed (``samiam[formats]``)."""
+
+    http_status = 501
+
+
 class CheckpointError(SamiamError):
     """A model checkpoint is missing, corrupt, or of the wrong model type."""
 

@@ -3,7 +3,8 @@
 * ``NAME.labels.png``: (H, W) uint16 PNG, 0 = unsegmented, k = material k (1-based);
 * ``NAME.overlay.png``: the image with every material tinted and outlined in its own colour,
   and a legend listing each material's number and score;
-* ``NAME.json``: image facts, proposer, embedder, settings, timings and, per material, its
+* ``NAME.json``: image facts (size, bit depth, pixel size and unit, source file, the signal
+  taken from a microscope file), proposer, embedder, settings, timings and, per material, its
   score, area, bounding box and COCO RLE mask (:func:`samiam.masks.rle_encode`).
 """
 
@@ -77,7 +78,9 @@ def summary(micrograph: Micrograph, segmentation: Segmentation) -> dict[str, Any
     materials = segmentation.materials
     return {
         "image": {"name": micrograph.name, "height": micrograph.shape[0], "width": micrograph.shape[1],
-                  "bit_depth": micrograph.bit_depth},
+                  "bit_depth": micrograph.bit_depth, "pixel_size": micrograph.pixel_size,
+                  "pixel_unit": micrograph.pixel_unit, "source": micrograph.source,
+                  "signal": micrograph.signal},
         "proposer": segmentation.proposer,
         "embedder": segmentation.embedder,
         "settings": segmentation.settings.to_dict(),

@@ -10,7 +10,14 @@ from samiam.errors import SamiamError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+def image_suffixes() -> set[str]:
+    """Files taken from folders: plain images and the microscope formats of :mod:`samiam.microscope`."""
+    from samiam.microscope import READERS
+
+    return PLAIN_IMAGE_SUFFIXES | set(READERS)
 
 
 def register(subparsers) -> None:
@@ -20,6 +27,7 @@ def register(subparsers) -> None:
                     "(COCO RLE masks, scores, settings) for every image.")
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_stack_argument(parser)
     parser.add_argument("--materials", type=int, help="number of materials K, when known")
     parser.add_argument("--max-materials", type=int, help="upper bound when K is estimated")
     parser.add_argument("--model", choices=("vit_b", "vit_l", "vit_h"), help="SAM model type")
@@ -34,6 +42,12 @@ def register(subparsers) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any engine setting, e.g. --set removal.tiny_child=0.03 (repeatable)")
     parser.set_defaults(func=run)
+
+
+def add_stack_argument(parser) -> None:
+    parser.add_argument("--stack", choices=("frames", "sum"), default="frames",
+                        help="for a stack in a microscope file: each frame as an image (NAME.frame000, ...; "
+                             "default) or the sum of all frames")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -56,11 +70,16 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def find_images(paths: list[Path]) -> list[Path]:
-    """Files as given, plus the image files directly inside given folders (sorted)."""
+    """Files as given, plus the image files directly inside given folders (sorted; a ``.ser``
+    beside the ``.emi`` that names it is read through the ``.emi``)."""
+    from samiam.microscope import without_covered_ser
+
+    suffixes = image_suffixes()
     images = []
     for path in paths:
         if path.is_dir():
-            images.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            images.extend(without_covered_ser(sorted(p for p in path.iterdir()
+                                                     if p.suffix.lower() in suffixes)))
         else:
             images.append(path)
     return images
@@ -88,7 +107,7 @@ def load_proposals(source: Path, image: Path, shape: tuple[int, int]):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from samiam.io import load_micrograph
+    from samiam.io import iter_micrographs
     from samiam.outputs import write_outputs
     from samiam.pipeline import Engine
 
@@ -96,19 +115,19 @@ def run(args: argparse.Namespace) -> int:
     images = find_images(args.paths)
     if not images:
         raise SamiamError(f"no images found in {', '.join(map(str, args.paths))} "
-                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                          f"(looked for {', '.join(sorted(image_suffixes()))})")
     args.out.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings)
     failed = []
     for image in tqdm(images, desc="segment", unit="image"):
         try:
-            micrograph = load_micrograph(image, settings.image)
-            if args.proposals:
-                masks = load_proposals(args.proposals, image, micrograph.shape)
-                segmentation = engine.boost(micrograph, masks)
-            else:
-                segmentation = engine.segment(micrograph)
-            write_outputs(args.out, micrograph, segmentation)
+            for micrograph in iter_micrographs(image, settings.image, args.stack):
+                if args.proposals:
+                    masks = load_proposals(args.proposals, image, micrograph.shape)
+                    segmentation = engine.boost(micrograph, masks)
+                else:
+                    segmentation = engine.segment(micrograph)
+                write_outputs(args.out, micrograph, segmentation)
         except SamiamError as error:
             failed.append(image)
             tqdm.write(f"skipped {image}: {error}")
