@@ -14,7 +14,7 @@ import sys
 
 from samiam.errors import SamiamError
 
-COMMANDS = ("segment", "synth", "evaluate", "weights", "serve", "worker")
+COMMANDS = ("segment", "import_", "synth", "evaluate", "weights", "serve", "worker")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,6 +74,12 @@ class ImageFetchError(SamiamError):
     http_status = 422
 
 
+class LabelStudioError(SamiamError):
+    """A Label Studio API call (create a project, import tasks, connect the backend) failed."""
+
+    http_status = 502
+
+
 class QueueUnavailableError(SamiamError):
     """Redis (the job queue) cannot be reached."""
 

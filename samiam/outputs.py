@@ -60,10 +60,10 @@ def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentat
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"{micrograph.name}.{suffix}"
              for kind, suffix in (("labels", "labels.png"), ("overlay", "overlay.png"), ("json", "json"))}
-    _write_png(paths["labels"], segmentation.label_map())
+    write_png(paths["labels"], segmentation.label_map())
     names = [f"material {k} (score {score:.2f})" for k, score in enumerate(segmentation.scores, 1)]
     overlay = render_overlay(micrograph.rgb, segmentation.materials, names)
-    _write_png(paths["overlay"], cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    write_png(paths["overlay"], cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     paths["json"].write_text(json.dumps(summary(micrograph, segmentation), allow_nan=False,
                                         default=_to_json))
     return paths
@@ -144,7 +144,7 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
     return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     """Encode (H, W) uint8/uint16 or (H, W, 3) BGR uint8 as PNG; I/O errors raise OSError."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:

@@ -128,8 +128,9 @@ def access_for(runtime: Runtime, project: str):
 def _predict(runtime: Runtime, task: dict, label_config: str, project: str, overrides: dict) -> dict:
     from samiam.labelstudio.client import fetch_image
     from samiam.labelstudio.config import parse_label_config
+    from samiam.labelstudio.tasks import segmentation_url
     brush = parse_label_config(label_config)
-    url = (task.get("data") or {}).get(brush.value_key)
+    url = segmentation_url(task, brush.value_key)  # data["original"] (full range) of imported tasks
     if not isinstance(url, str) or not url:
         raise ImageFetchError(f"task {task.get('id')} has no image URL in data[{brush.value_key!r}]")
     image = fetch_image(url, access_for(runtime, project))
