@@ -41,10 +41,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
     from tqdm import tqdm
 
     from samiam.io import iter_micrographs
-    from samiam.labelstudio.tasks import file_url, import_task
+    from samiam.labelstudio.tasks import import_task, url_base
     from samiam.settings import Settings
     from samiam.views import write_views
 
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise SamiamError(f"no images or microscope files in {args.folder}")
     settings = Settings.from_env()
-    document_root = args.document_root or args.out.resolve().parent
+    base = url_base(args.out, args.url_prefix, args.document_root or args.out.resolve().parent)
     args.out.mkdir(parents=True, exist_ok=True)
     tasks, pngs, made_by, failed = [], [], {}, []
     for path in tqdm(files, desc="import", unit="file"):
@@ -66,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
                                       f"{micrograph.name}.png; rename one")
                 made_by[micrograph.name] = path
                 views = write_views(args.out, micrograph)
-                url = [file_url(file, args.out, args.url_prefix, document_root) for file in (views.png, views.original)]
-                tasks.append(import_task(*url, source=str(path), signal=micrograph.signal,
+                urls = [base + quote(file.name) for file in (views.png, views.original)]
+                tasks.append(import_task(*urls, source=str(path), signal=micrograph.signal,
                                          pixel_size=micrograph.pixel_size, pixel_unit=micrograph.pixel_unit))
                 pngs.append(views.png)
         except SamiamError as error:

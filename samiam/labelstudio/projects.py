@@ -41,7 +41,8 @@ def _calling(what: str, access: LabelStudioAccess) -> Iterator[None]:
     try:
         yield
     except ApiError as error:
-        raise LabelStudioError(f"Label Studio at {access.url} refused to {what}: HTTP {error.status_code} {str(error.body)[:300]}") from None
+        raise LabelStudioError(f"Label Studio at {access.url} refused to {what}: "
+                               f"HTTP {error.status_code} {str(error.body)[:300]}") from None
     except (httpx.HTTPError, requests.RequestException) as error:
         raise LabelStudioError(f"cannot reach Label Studio at {access.url} to {what}: {error}") from None
 

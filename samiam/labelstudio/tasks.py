@@ -38,21 +38,22 @@ def segmentation_url(task: dict, value_key: str) -> Any:
     return original if isinstance(original, str) and original else data.get(value_key)
 
 
-def file_url(path: Path, out_dir: Path, url_prefix: str | None, document_root: Path) -> str:
-    """The URL Label Studio gets for ``path`` (a file in ``out_dir``); see the module docstring.
+def url_base(out_dir: Path, url_prefix: str | None, document_root: Path) -> str:
+    """What the URL of a file in ``out_dir`` starts with (see the module docstring); the file's
+    name, URL-quoted, follows.
 
     Raises :class:`SamiamError` when no prefix is given and ``out_dir`` is not under
     ``document_root``.
     """
     if url_prefix is not None:
-        return url_prefix + quote(path.resolve().relative_to(out_dir.resolve()).as_posix())
+        return url_prefix
     root = document_root.resolve()
     try:
-        relative = path.resolve().relative_to(root)
+        relative = out_dir.resolve().relative_to(root)
     except ValueError:
         raise SamiamError(f"{out_dir} is not inside the document root {root}: Label Studio serves local files "
                           f"only below its LOCAL_FILES_DOCUMENT_ROOT; give --document-root or --url-prefix")
-    return LOCAL_FILES_PREFIX + quote(relative.as_posix())
+    return LOCAL_FILES_PREFIX + "".join(f"{quote(part)}/" for part in relative.parts)
 
 
 def import_task(image_url: str, original_url: str, source: str, signal: str | None,
