@@ -96,3 +96,9 @@ class RequestError(SamiamError):
     """An HTTP request to the service is malformed (not JSON, missing or mistyped fields)."""
 
     http_status = 400
+
+
+class PromptError(SamiamError):
+    """An interactive prompt (clicks, box) is malformed, outside the image, or cannot be answered."""
+
+    http_status = 400

@@ -56,9 +56,10 @@ class SamProposer:
         self.name = f"sam-{settings.model_type}"
         self.device = resolve_device(settings.device)
         self.checkpoint = ensure_checkpoint(settings)
-        model = load_sam(settings.model_type, self.checkpoint).to(self.device)
+        self.model = load_sam(settings.model_type, self.checkpoint).to(self.device)
+        """The loaded ``Sam`` module (the interactive predictor shares it)."""
         self._generator = FastMaskGenerator(
-            model,
+            self.model,
             points_per_side=settings.points_per_side,
             points_per_batch=settings.points_per_batch,
             pred_iou_thresh=settings.pred_iou_thresh,
