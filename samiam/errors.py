@@ -40,6 +40,16 @@ class ConstantImageError(ImageError):
     """Every pixel has the same value: there is nothing to segment."""
 
 
+class NoImageSignalError(UnsupportedImageError):
+    """A microscope file holds no 2-D image signal (only spectra, spectrum images or 4-D data)."""
+
+
+class FormatSupportMissingError(UnsupportedImageError):
+    """Reading this file format needs an optional extra that is not installed (``samiam[formats]``)."""
+
+    http_status = 501
+
+
 class CheckpointError(SamiamError):
     """A model checkpoint is missing, corrupt, or of the wrong model type."""
 
@@ -68,6 +78,12 @@ class ImageFetchError(SamiamError):
     """A task's image could not be fetched: refused host or path, unreachable, too large, not an image."""
 
     http_status = 422
+
+
+class LabelStudioError(SamiamError):
+    """A Label Studio API call (create a project, import tasks, connect the backend) failed."""
+
+    http_status = 502
 
 
 class QueueUnavailableError(SamiamError):

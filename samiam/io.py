@@ -1,4 +1,4 @@
-"""Decode a micrograph (PNG, JPEG or TIFF; 8 to 64 bit) and normalise it for the engine.
+"""Decode a micrograph (PNG, JPEG, TIFF, or a microscope file) and normalise it for the engine.
 
 >>> from samiam.io import load_micrograph
 >>> micrograph = load_micrograph("haadf.tif")          # doctest: +SKIP
@@ -7,7 +7,11 @@
 
 TIFF files are read with tifffile (any integer or float sample type), everything else with
 Pillow; 16-bit colour PNGs, which Pillow reduces to 8 bits, are decoded with OpenCV. The image
-size is checked from the file header before any pixel is decoded.
+size is checked from the file header before any pixel is decoded. Microscope files (``.dm3``,
+``.dm4``, ``.emd``, ``.ser``, ``.emi``, ``.mrc``) are read by :mod:`samiam.microscope`, which
+says which of their signals is the image and how stacks are handled; :func:`iter_micrographs`
+gives every frame of a stack, :func:`load_micrograph` one image (a stack's sum). The pixel size
+and unit (:mod:`samiam.calibration`) travel with the micrograph.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,8 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
+from samiam import microscope
+from samiam.calibration import Calibration, tiff_calibration
 from samiam.errors import (
     ConstantImageError,
     ImageError,
@@ -66,6 +73,11 @@ class Micrograph:
     rgb: (H, W, 3) uint8, ``grey`` clipped to [0, 1] and scaled to 0..255 in all three channels
         (the input SAM expects).
     bit_depth: bits of the stored sample type (8, 16, 32 or 64).
+    pixel_size, pixel_unit: what one pixel measures along x, as the file states it (None: not
+        calibrated).
+    source: the file it was read from, or ``"image bytes"``.
+    signal: which signal (and frame) of a microscope file this is, e.g. ``"HAADF"`` or
+        ``"Ceta, frame 2 of 2"``; None for plain image files.
     """
 
     name: str
@@ -73,6 +85,10 @@ class Micrograph:
     grey: np.ndarray
     rgb: np.ndarray
     bit_depth: int
+    pixel_size: float | None = None
+    pixel_unit: str | None = None
+    source: str = ""
+    signal: str | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -81,26 +97,55 @@ class Micrograph:
 
 
 def load_micrograph(source: ImageSource, settings: ImageSettings | None = None) -> Micrograph:
-    """Decode ``source`` (a path or the file's bytes) and normalise it.
+    """Decode ``source`` (a path or the file's bytes) and normalise it; a microscope file's
+    stack becomes the sum of its frames (use :func:`iter_micrographs` for each frame).
 
     Raises an :class:`~samiam.errors.ImageError` subclass naming the file and the problem:
     :class:`ImageNotFoundError` (no such file), :class:`ImageError` (corrupt, truncated or not
     an image), :class:`ImageTooLargeError` (more than ``settings.max_pixels`` pixels),
     :class:`UnsupportedImageError` (zero size, more than 3 colour channels, complex / boolean /
     wider than 64-bit samples) or :class:`ConstantImageError` (no contrast).
+    Microscope files add the errors of :func:`samiam.microscope.read_planes`.
     ``settings`` defaults to :class:`ImageSettings`'s defaults.
     """
+    return next(iter_micrographs(source, settings, stack="sum"))
+
+
+def iter_micrographs(source: ImageSource, settings: ImageSettings | None = None,
+                     stack: str = "frames") -> Iterator[Micrograph]:
+    """The micrographs in ``source``: one, or for a microscope file's stack with
+    ``stack="frames"`` one per frame (named ``NAME.frame000``, ...), decoded as consumed.
+
+    ``stack="sum"`` sums a stack's frames. Errors as :func:`load_micrograph`.
+    """
     settings = settings or ImageSettings()
+    if not isinstance(source, (bytes, bytearray, memoryview)) and microscope.is_microscope_file(source):
+        path = Path(source)
+        for plane in microscope.read_planes(path, stack, settings.max_pixels):
+            name = path.stem if plane.frame is None else f"{path.stem}.frame{plane.frame:03d}"
+            yield _normalise(name, f"{path} ({plane.signal})", plane.pixels, plane.pixels, settings,
+                             plane.calibration, source=str(path), signal=plane.signal)
+        return
     name, label, data = _read_source(source)
     if not data:
         raise UnsupportedImageError(f"{label}: the file is empty (0 bytes)")
-    decode = _decode_tiff if data[:4] in _TIFF_MAGIC else _decode_pillow
-    raw, colour = decode(data, label, settings.max_pixels)
+    if data[:4] in _TIFF_MAGIC:
+        raw, colour, calib = _decode_tiff(data, label, settings.max_pixels)
+    else:
+        (raw, colour), calib = _decode_pillow(data, label, settings.max_pixels), Calibration()
+    yield _normalise(name, label, raw, colour, settings, calib, source=label)
+
+
+def _normalise(name: str, label: str, raw: np.ndarray, colour: np.ndarray, settings: ImageSettings,
+               calib: Calibration, source: str, signal: str | None = None) -> Micrograph:
+    """Decoded pixels -> :class:`Micrograph`; ``colour`` is ``raw`` without alpha, ``label``
+    names the image in error messages."""
     intensity = _intensity(colour, label)
     grey = _stretch(intensity, settings.stretch_percentiles, label)
     grey8 = np.rint(np.clip(grey, 0, 1) * np.iinfo(np.uint8).max).astype(np.uint8)
     return Micrograph(name=name, raw=raw, grey=grey, rgb=np.repeat(grey8[..., None], 3, axis=2),
-                      bit_depth=raw.dtype.itemsize * 8)
+                      bit_depth=raw.dtype.itemsize * 8, pixel_size=calib.pixel_size,
+                      pixel_unit=calib.pixel_unit, source=source, signal=signal)
 
 
 def _read_source(source: ImageSource) -> tuple[str, str, bytes]:
@@ -151,9 +196,10 @@ class _TifffileMessages(logging.Filter):
         return "; ".join(self.messages) or str(error) or type(error).__name__
 
 
-def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """First page of a TIFF -> (raw, colour): the samples as stored, (H, W) or (H, W, S) with the
-    sample axis last, and a view of them without alpha samples."""
+def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Calibration]:
+    """First page of a TIFF -> (raw, colour, calibration): the samples as stored, (H, W) or
+    (H, W, S) with the sample axis last, a view of them without alpha samples, and the pixel size
+    from the resolution tags or ImageJ metadata."""
     tifffile_messages = _TifffileMessages()
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
@@ -169,6 +215,7 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, 
             pixels = page.asarray()
             axes = page.axes
             extrasamples = tuple(page.extrasamples)
+            calib = tiff_calibration(tif)
     except (ImageError, MemoryError):
         raise
     except Exception as error:  # noqa: BLE001 - tifffile raises many types for corrupt files
@@ -182,10 +229,10 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, 
         pixels = np.moveaxis(pixels, 0, -1)
     alpha = [i for i, kind in enumerate(extrasamples) if kind in _TIFF_ALPHA]
     if pixels.ndim != 3 or not alpha:
-        return pixels, pixels
+        return pixels, pixels, calib
     first_extra = pixels.shape[-1] - len(extrasamples)
     keep = [i for i in range(pixels.shape[-1]) if i - first_extra not in alpha]
-    return pixels, pixels[..., keep]
+    return pixels, pixels[..., keep], calib
 
 
 def _decode_pillow(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 * ``NAME.labels.png``: (H, W) uint16 PNG, 0 = unsegmented, k = material k (1-based);
 * ``NAME.overlay.png``: the image with every material tinted and outlined in its own colour,
   and a legend listing each material's number and score;
-* ``NAME.json``: image facts, proposer, embedder, settings, timings and, per material, its
+* ``NAME.json``: image facts (size, bit depth, pixel size and unit, source file, the signal
+  taken from a microscope file), proposer, embedder, settings, timings and, per material, its
   score, area, bounding box and COCO RLE mask (:func:`samiam.masks.rle_encode`).
 """
 
@@ -63,10 +64,10 @@ def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentat
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or micrograph.name
     paths = {kind: out_dir / f"{name}{suffix}" for kind, suffix in SUFFIXES.items()}
-    _write_png(paths["labels"], segmentation.label_map())
+    write_png(paths["labels"], segmentation.label_map())
     names = [f"material {k} (score {score:.2f})" for k, score in enumerate(segmentation.scores, 1)]
     overlay = render_overlay(micrograph.rgb, segmentation.materials, names)
-    _write_png(paths["overlay"], cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    write_png(paths["overlay"], cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     paths["json"].write_text(json.dumps(summary(micrograph, segmentation), allow_nan=False,
                                         default=_to_json))
     return paths
@@ -81,7 +82,9 @@ def summary(micrograph: Micrograph, segmentation: Segmentation) -> dict[str, Any
     materials = segmentation.materials
     return {
         "image": {"name": micrograph.name, "height": micrograph.shape[0], "width": micrograph.shape[1],
-                  "bit_depth": micrograph.bit_depth},
+                  "bit_depth": micrograph.bit_depth, "pixel_size": micrograph.pixel_size,
+                  "pixel_unit": micrograph.pixel_unit, "source": micrograph.source,
+                  "signal": micrograph.signal},
         "proposer": segmentation.proposer,
         "embedder": segmentation.embedder,
         "settings": segmentation.settings.to_dict(),
@@ -145,7 +148,7 @@ def _boxes(masks: np.ndarray) -> np.ndarray:
     return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     """Encode (H, W) uint8/uint16 or (H, W, 3) BGR uint8 as PNG; I/O errors raise OSError."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:

@@ -1,23 +1,42 @@
-"""A tiny HTTP server on 127.0.0.1 playing the Label Studio routes the service uses, as Label
-Studio 1.23.2 answers them (``/work/shared/notes/label-studio-1.23-protocol.md`` §6), each
-needing ``Authorization: Token <TOKEN>``:
+"""A tiny HTTP server on 127.0.0.1 playing Label Studio 1.23.2 as shared/notes describe it.
 
-* ``GET /data/upload/<project>/<file>``: the image bytes;
-* ``POST /api/predictions/``: records the prediction (its ``result`` as given, region ids
-  included), answers 201 with it, its ``id`` and ``project``;
-* ``GET /api/predictions/?task=ID``: the task's stored predictions, a JSON list.
+Every route needs ``Authorization: Token <TOKEN>`` (401 otherwise). The routes the service uses:
+``GET /data/upload/<project>/<file>``; ``POST /api/predictions/`` (records the prediction, its
+``result`` as given, region ids included, answers 201 with it, its ``id`` and ``project``);
+``GET /api/predictions/?task=ID`` (the task's stored predictions, a JSON list). The routes ``samiam import`` uses (trailing slashes optional, as the SDK adds them):
+
+* ``POST /api/projects`` -> 201 ``{"id", ...}``;
+* ``POST /api/projects/<id>/import``: a JSON list of tasks (each must hold the config's ``$image``
+  field, else 400), or a multipart upload where each *form field name* makes one task (a
+  repeated name keeps only its last file) with ``data.image = /data/upload/<id>/<8hex>-<name>``;
+  201 ``{"task_count", "file_upload_ids", ...}``;
+* ``POST /api/storages/localfiles`` -> 201, 400 unless the path is an existing folder inside the
+  ``document_root`` (LOCAL_FILES_DOCUMENT_ROOT; None: local files serving disabled);
+  ``GET /data/local-files/?d=<path>`` serves a file under ``document_root`` only when a storage
+  covers its folder (404 otherwise);
+* ``POST /api/ml`` -> calls the backend's ``GET /health`` and ``POST /setup`` (400 "health check
+  failed" / "doesn't look like a valid ML backend" if they fail), 201;
+* ``POST /api/dm/actions?id=retrieve_tasks_predictions&project=<id>`` -> health and setup, then
+  ONE ``/predict`` with every selected task that has no prediction of the setup's model_version;
+  stores the results when there is one per task; always 200 ``{"processed_items", "detail"}``.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import io
 import json
+import mimetypes
+import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import requests
 from PIL import Image
 
 from samiam.labelstudio.config import EXAMPLE_CONFIG
@@ -46,12 +65,23 @@ def two_texture_png(height: int, width: int) -> bytes:
 
 
 class FakeLabelStudio:
-    """``port`` 0 picks a free one; give an earlier instance's port to play a restarted server."""
+    """``port`` 0 picks a free one; give an earlier instance's port to play a restarted server.
+    ``document_root``: LOCAL_FILES_DOCUMENT_ROOT (None: local files are not served)."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, document_root: Path | None = None):
+        self.document_root = document_root
+        self.projects: dict[int, dict] = {}
+        self.tasks: dict[int, dict] = {}
+        """id -> task as Label Studio sends it to /predict."""
+        self.storages: list[dict] = []
+        self.ml_backends: list[dict] = []
+        self.predict_calls: list[dict] = []
+        """Bodies of the /predict calls made to ML backends."""
         self.files: dict[str, tuple[bytes, str]] = {}
         self.downloads = 0
-        """Images served so far."""
+        """Images served so far ..."""
+        self.downloaded: list[str] = []
+        """... and their paths."""
         self.predictions: list[dict] = []
         """Bodies of the prediction POSTs Label Studio stored, in order (id = index + 1)."""
         self._by_task: dict[str, list[int]] = {}
@@ -72,7 +102,7 @@ class FakeLabelStudio:
                 server._get(self)
 
             def do_POST(self):
-                server._post(self, json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                server._post(self, self.rfile.read(int(self.headers.get("Content-Length", 0))))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
@@ -92,6 +122,10 @@ class FakeLabelStudio:
         handler.end_headers()
         handler.wfile.write(body)
 
+    @classmethod
+    def _json(cls, handler, status: int, body) -> None:
+        cls._send(handler, status, json.dumps(body).encode())
+
     def _get(self, handler) -> None:
         if handler.headers.get("Authorization") != f"Token {TOKEN}":
             return self._send(handler, 401, b'{"detail": "Authentication credentials were not provided."}')
@@ -101,16 +135,165 @@ class FakeLabelStudio:
             with self._lock:
                 stored = [self._stored(i) for i in self._by_task.get(task_id, [])]
             return self._send(handler, 200, json.dumps(stored).encode())
+        if parts.path == "/data/local-files/":
+            return self._get_local_file(handler, parse_qs(parts.query).get("d", [""])[0])
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
         data, content_type = self.files[handler.path]
-        with self._lock:
-            self.downloads += 1
+        self._count_download(handler.path)
         return self._send(handler, 200, data, content_type)
 
-    def _post(self, handler, body: dict) -> None:
-        if handler.path.rstrip("/") != "/api/predictions" or handler.headers.get("Authorization") != f"Token {TOKEN}":
+    def _count_download(self, path: str) -> None:
+        with self._lock:
+            self.downloads += 1
+            self.downloaded.append(path)
+
+    def _get_local_file(self, handler, relative: str) -> None:
+        if self.document_root is None:
+            return self._send(handler, 404, b'{"detail": "Serving local files is disabled."}')
+        target = (self.document_root / relative).resolve()
+        covered = any(target.parent.is_relative_to(Path(storage["path"]).resolve()) for storage in self.storages)
+        if not covered or not target.is_file():
             return self._send(handler, 404, b'{"detail": "Not found."}')
+        self._count_download(f"/data/local-files/?d={relative}")
+        return self._send(handler, 200, target.read_bytes(),
+                          mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+
+    def _post(self, handler, raw: bytes) -> None:
+        if handler.headers.get("Authorization") != f"Token {TOKEN}":
+            return self._send(handler, 401, b'{"detail": "Authentication credentials were not provided."}')
+        parts = urlsplit(handler.path)
+        route = parts.path.rstrip("/")
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        if route == "/api/predictions":
+            return self._post_prediction(handler, json.loads(raw))
+        if route == "/api/projects":
+            return self._create_project(handler, json.loads(raw))
+        if route.startswith("/api/projects/") and route.endswith("/import"):
+            return self._import(handler, int(route.split("/")[3]), raw)
+        if route == "/api/storages/localfiles":
+            return self._create_storage(handler, json.loads(raw))
+        if route == "/api/ml":
+            return self._create_ml_backend(handler, json.loads(raw))
+        if route == "/api/dm/actions" and query.get("id") == "retrieve_tasks_predictions":
+            return self._retrieve_predictions(handler, int(query["project"]), json.loads(raw))
+        return self._send(handler, 404, b'{"detail": "Not found."}')
+
+    def _create_project(self, handler, body: dict) -> None:
+        with self._lock:
+            project = {"id": len(self.projects) + 1, "title": body.get("title", ""),
+                       "label_config": body.get("label_config", "<View></View>"), "created_at": int(time.time())}
+            self.projects[project["id"]] = project
+        return self._json(handler, 201, project)
+
+    def _add_task(self, project: int, data: dict, file_upload: int | None = None) -> dict:
+        task = {"id": len(self.tasks) + 1, "data": data, "meta": {}, "project": project, "file_upload": file_upload,
+                "annotations": [], "predictions": []}
+        self.tasks[task["id"]] = task
+        return task
+
+    def _import(self, handler, project: int, raw: bytes) -> None:
+        if project not in self.projects:
+            return self._send(handler, 404, b'{"detail": "Not found."}')
+        content_type = handler.headers.get("Content-Type", "")
+        uploads = []
+        with self._lock:
+            if content_type.startswith("multipart/form-data"):
+                message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+                    f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+                by_field = {part.get_param("name", header="content-disposition"): part
+                            for part in message.iter_parts()}  # one task per field name: the last file wins
+                for part in by_field.values():
+                    path = f"/data/upload/{project}/{secrets.token_hex(4)}-{part.get_filename()}"
+                    self.files[path] = (part.get_content(), part.get_content_type())
+                    uploads.append(len(self.files))
+                    self._add_task(project, {"image": path}, uploads[-1])
+                count = len(by_field)
+            else:
+                tasks = json.loads(raw)
+                tasks = tasks if isinstance(tasks, list) else [tasks]
+                missing = [i for i, task in enumerate(tasks) if "image" not in task.get("data", task)]
+                if missing:
+                    return self._json(handler, 400, {"detail": f"Validation error: tasks {missing} have no 'image'"})
+                for task in tasks:
+                    self._add_task(project, task.get("data", task))
+                count = len(tasks)
+        return self._json(handler, 201, {"task_count": count, "annotation_count": 0, "prediction_count": 0,
+                                         "duration": 0.01, "file_upload_ids": uploads,
+                                         "could_be_tasks_list": False, "found_formats": [], "data_columns": []})
+
+    def _create_storage(self, handler, body: dict) -> None:
+        path = Path(body.get("path") or "")
+        root = self.document_root
+        if root is None:
+            return self._json(handler, 400, {"detail": "Serving Local Storage files is disabled; set "
+                                                       "LOCAL_FILES_SERVING_ENABLED=true"})
+        if not path.is_absolute() or not path.resolve().is_relative_to(root.resolve()) or not path.is_dir():
+            refusal = f"Path {path} must start with LOCAL_FILES_DOCUMENT_ROOT={root} and must be a child, e.g.: {root}/abc"
+            return self._json(handler, 400, {"path": [refusal]})
+        with self._lock:
+            storage = dict(body, id=len(self.storages) + 1, type="localfiles")
+            self.storages.append(storage)
+        return self._json(handler, 201, storage)
+
+    def _setup_backend(self, backend: dict) -> str | None:
+        """GET /health and POST /setup like Label Studio; returns the model_version or raises ValueError."""
+        project = self.projects[backend["project"]]
+        try:
+            health = requests.get(f"{backend['url']}/health", timeout=1)
+            health.json()
+        except (requests.RequestException, ValueError):
+            raise ValueError("Can't connect to ML backend, health check failed") from None
+        if health.status_code != 200:
+            raise ValueError("Can't connect to ML backend, health check failed")
+        setup = requests.post(f"{backend['url']}/setup", timeout=3, json={
+            "project": f"{project['id']}.{project['created_at']}", "schema": project["label_config"],
+            "hostname": self.url, "access_token": TOKEN, "extra_params": None})
+        if setup.status_code != 200:
+            raise ValueError(f"{backend['url']} doesn't look like a valid ML backend")
+        return setup.json().get("model_version")
+
+    def _create_ml_backend(self, handler, body: dict) -> None:
+        if body.get("project") not in self.projects:
+            return self._json(handler, 400, {"project": ["Invalid pk - object does not exist."]})
+        backend = {"id": len(self.ml_backends) + 1, "url": str(body.get("url", "")).rstrip("/"),
+                   "project": body["project"], "title": body.get("title") or "", "state": "CO"}
+        try:
+            backend["model_version"] = self._setup_backend(backend)
+        except ValueError as error:
+            return self._json(handler, 400, {"url": [str(error)]})
+        with self._lock:
+            self.ml_backends.append(backend)
+        return self._json(handler, 201, backend)
+
+    def _retrieve_predictions(self, handler, project: int, body: dict) -> None:
+        selected = body.get("selectedItems") or {"all": True, "excluded": []}
+        tasks = [task for task in self.tasks.values() if task["project"] == project and (
+            task["id"] not in selected.get("excluded", []) if selected.get("all")
+            else task["id"] in selected.get("included", []))]
+        for backend in (b for b in self.ml_backends if b["project"] == project):
+            try:
+                version = self._setup_backend(backend)
+            except ValueError:
+                continue  # Label Studio skips the predict call silently
+            todo = [task for task in tasks if not any(p.get("model_version") == version for p in task["predictions"])]
+            if not todo:
+                continue
+            request = {"tasks": todo, "project": f"{project}.{self.projects[project]['created_at']}",
+                       "label_config": self.projects[project]["label_config"],
+                       "params": {"login": None, "password": None, "context": None}}
+            self.predict_calls.append(request)
+            try:
+                results = requests.post(f"{backend['url']}/predict", json=request, timeout=100).json()["results"]
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                continue
+            if len(results) == len(todo):
+                for task, result in zip(todo, results):
+                    task["predictions"].append(result)
+        return self._json(handler, 200, {"processed_items": len(tasks),
+                                         "detail": f"Retrieved {len(tasks)} predictions"})
+
+    def _post_prediction(self, handler, body: dict) -> None:
         with self._lock:
             if self.refuse_next_writes > 0:
                 self.refuse_next_writes -= 1

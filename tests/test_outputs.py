@@ -27,7 +27,8 @@ SCORES = np.array([0.93, 0.5, 0.125], np.float32)
 def micrograph() -> Micrograph:
     grey = np.tile(np.linspace(0, 1, W, dtype=np.float32), (H, 1))
     rgb = np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-    return Micrograph(name="sample", raw=rgb[..., 0], grey=grey, rgb=rgb, bit_depth=8)
+    return Micrograph(name="sample", raw=rgb[..., 0], grey=grey, rgb=rgb, bit_depth=8, pixel_size=0.25,
+                      pixel_unit="nm", source="in/sample.dm3", signal="HAADF")
 
 
 def materials() -> np.ndarray:
@@ -77,7 +78,8 @@ def test_label_map_round_trips(written):
 def test_json_document(written):
     paths, seg = written
     document = json.loads(paths["json"].read_text())
-    assert document["image"] == {"name": "sample", "height": H, "width": W, "bit_depth": 8}
+    assert document["image"] == {"name": "sample", "height": H, "width": W, "bit_depth": 8, "pixel_size": 0.25,
+                                 "pixel_unit": "nm", "source": "in/sample.dm3", "signal": "HAADF"}
     assert document["proposer"] == "given" and document["embedder"] == "test-embedder"
     assert document["settings"] == json.loads(json.dumps(seg.settings.to_dict()))
     assert document["settings"]["merging"]["materials"] == 3

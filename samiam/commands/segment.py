@@ -13,7 +13,14 @@ from samiam.errors import SamiamError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+def image_suffixes() -> set[str]:
+    """Files taken from folders: plain images and the microscope formats of :mod:`samiam.microscope`."""
+    from samiam.microscope import READERS
+
+    return PLAIN_IMAGE_SUFFIXES | set(READERS)
 
 
 def register(subparsers) -> None:
@@ -27,6 +34,7 @@ def register(subparsers) -> None:
                     "folder share a stem (x.jpg and x.tiff give x.jpg.* and x.tiff.*).")
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created when needed)")
+    add_stack_argument(parser)
     parser.add_argument("--materials", type=positive_int, help="number of materials K, when known")
     parser.add_argument("--max-materials", type=positive_int, help="upper bound when K is estimated")
     parser.add_argument("--model", choices=("vit_b", "vit_l", "vit_h"), help="SAM model type")
@@ -43,6 +51,12 @@ def register(subparsers) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any engine setting, e.g. --set removal.tiny_child=0.03 (repeatable)")
     parser.set_defaults(func=run)
+
+
+def add_stack_argument(parser) -> None:
+    parser.add_argument("--stack", choices=("frames", "sum"), default="frames",
+                        help="for a stack in a microscope file: each frame as an image (NAME.frame000, ...; "
+                             "default) or the sum of all frames")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -81,13 +95,15 @@ def find_images(paths: list[Path]) -> list[InputImage]:
 
     Raises :class:`SamiamError` when two images would get the same output name.
     """
+    from samiam.microscope import without_covered_ser
     from samiam.synth.dataset import images_folder
 
     found: dict[Path, tuple[Path, Path]] = {}  # resolved file -> (file, path relative to its root)
     for path in paths:
         if path.is_dir():
             root = images_folder(path) or path
-            files = [(file, file.relative_to(root)) for file in sorted(root.rglob("*")) if _is_image(file)]
+            images = without_covered_ser(sorted(file for file in root.rglob("*") if _is_image(file)))
+            files = [(file, file.relative_to(root)) for file in images]
         else:
             files = [(path, Path(path.name))]
         for file, relative in files:
@@ -100,7 +116,7 @@ def _is_image(path: Path) -> bool:
     from samiam.outputs import SUFFIXES
 
     written = (SUFFIXES["labels"], SUFFIXES["overlay"])
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.endswith(written) and path.is_file()
+    return path.suffix.lower() in image_suffixes() and not path.name.endswith(written) and path.is_file()
 
 
 def _name_outputs(files: list[tuple[Path, Path]]) -> list[InputImage]:
@@ -143,7 +159,8 @@ def write_image_outputs(out: Path, image: InputImage, micrograph, segmentation) 
     from samiam.outputs import write_outputs
 
     try:
-        write_outputs(out / image.name.parent, micrograph, segmentation, image.name.name)
+        frame = micrograph.name[len(image.path.stem):]  # ".frame000" for a stack's frames, else ""
+        write_outputs(out / image.name.parent, micrograph, segmentation, image.name.name + frame)
     except OSError as error:
         raise SamiamError(f"cannot write its outputs into {out}: {error.strerror or error}") from None
 
@@ -158,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from samiam.io import load_micrograph
+    from samiam.io import iter_micrographs
     from samiam.pipeline import Engine
 
     settings = settings_from_args(args)
@@ -167,19 +184,19 @@ def run(args: argparse.Namespace) -> int:
     images = find_images(args.paths)
     if not images:
         raise SamiamError(f"no images found in {', '.join(map(str, args.paths))} "
-                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                          f"(looked for {', '.join(sorted(image_suffixes()))})")
     engine = Engine(settings)
     failed = []
     with logging_redirect_tqdm():  # log lines above the progress bar, not inside it
         for image in tqdm(images, desc="segment", unit="image"):
             try:
-                micrograph = load_micrograph(image.path, settings.image)
-                if args.proposals:
-                    masks = load_proposals(args.proposals, image, micrograph.shape)
-                    segmentation = engine.boost(micrograph, masks)
-                else:
-                    segmentation = engine.segment(micrograph)
-                write_image_outputs(args.out, image, micrograph, segmentation)
+                for micrograph in iter_micrographs(image.path, settings.image, args.stack):
+                    if args.proposals:
+                        masks = load_proposals(args.proposals, image, micrograph.shape)
+                        segmentation = engine.boost(micrograph, masks)
+                    else:
+                        segmentation = engine.segment(micrograph)
+                    write_image_outputs(args.out, image, micrograph, segmentation)
             except SamiamError as error:
                 failed.append(image)
                 tqdm.write(f"skipped {failure_line(image, error)}")

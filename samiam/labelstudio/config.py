@@ -9,20 +9,34 @@ parses it once per request and hands the :class:`BrushConfig` on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
 
 from label_studio_sdk.label_interface import LabelInterface
 from lxml import etree
 
 from samiam.errors import LabelConfigError
 
-EXAMPLE_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <BrushLabels name="tag" toName="image">
-    <Label value="Material 1"/>
-    <Label value="Material 2"/>
-  </BrushLabels>
-</View>"""
+
+def brush_label_config(labels: Sequence[str]) -> str:
+    """A labeling config with an ``<Image name="image" value="$image">`` and a
+    ``<BrushLabels name="tag">`` bound to it, with one ``<Label>`` per entry of ``labels``, XML-escaped.
+
+    Raises :class:`LabelConfigError` for no labels, an empty label or a repeated one.
+    """
+    labels = [label.strip() for label in labels]
+    if not labels or not all(labels):
+        raise LabelConfigError(f"labels must be non-empty names, e.g. --labels 'SrTiO3,Ge,Pt/C' (got {labels})")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise LabelConfigError(f"labels must differ; repeated: {', '.join(repeated)}")
+    lines = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
+    return f'<View>\n  <Image name="image" value="$image"/>\n  <BrushLabels name="tag" toName="image">{lines}\n' \
+           f"  </BrushLabels>\n</View>"
+
+
+EXAMPLE_CONFIG = brush_label_config(("Material 1", "Material 2"))
 
 
 @dataclass(frozen=True)

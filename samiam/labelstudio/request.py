@@ -22,6 +22,7 @@ from typing import Any
 
 from samiam.errors import RequestError, RequestTooLargeError, SettingsError, shown
 from samiam.labelstudio.config import BrushConfig, parse_label_config
+from samiam.labelstudio.tasks import segmentation_url
 from samiam.settings import Settings
 
 REQUEST_SECTIONS = ("removal", "merging")
@@ -42,7 +43,9 @@ class TaskRequest:
     """Label Studio's ``project`` as sent (``"<id>.<created_at>"``), or ``""`` when unknown."""
     task_id: int
     image_url: str | None
-    """``task["data"][brush.value_key]`` when it is a non-empty string, else None (the task fails)."""
+    """What the worker segments: ``task["data"]["original"]`` (the full-range original of a task
+    made by ``samiam import``) or ``task["data"][brush.value_key]``, when a non-empty string, else
+    None (the task fails)."""
     brush: BrushConfig
     settings: Mapping[str, Any]
     """Checked setting overrides (dotted names, JSON values), the number of materials already
@@ -157,7 +160,7 @@ def read_predict(body: Mapping[str, Any], *, base: Settings, model_version: str,
     settings = resolve_overrides(base, brush, overrides)
     requests = []
     for task_id, task in zip(ids, tasks):
-        url = task["data"].get(brush.value_key)
+        url = segmentation_url(task, brush.value_key)  # data["original"] (full range) of imported tasks
         requests.append(TaskRequest(project=project, task_id=task_id,
                                     image_url=url if isinstance(url, str) and url else None,
                                     brush=brush, settings=settings, model_version=model_version))
