@@ -171,7 +171,7 @@ def test_counts_below_one_are_refused_by_the_argument_parser(tmp_path, capsys, o
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])
+@pytest.mark.parametrize("command", [[], *([module.rstrip("_")] for module in COMMANDS)])
 def test_help_is_plain_text_without_docstring_markup(capsys, command):
     with pytest.raises(SystemExit) as exit:
         main([*command, "--help"])

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     if not args.folder.is_dir():
         raise SamiamError(f"{args.folder} is not a folder")
-    files = find_images([args.folder])
+    files = [image.path for image in find_images([args.folder])]
     if not files:
         raise SamiamError(f"no images or microscope files in {args.folder}")
     settings = Settings.from_env()

@@ -27,6 +27,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from samiam.errors import LabelStudioError
 from samiam.labelstudio.client import LabelStudioAccess, auth_headers
+from samiam.labelstudio.transport import Deadline
 
 UPLOAD_BATCH = 20
 """Files per multipart upload request."""
@@ -86,7 +87,7 @@ def upload_images(access: LabelStudioAccess, project: int, paths: Sequence[Path]
         files = {f"file{start + i}": (path.name, path.read_bytes(), "image/png") for i, path in enumerate(batch)}
         what = f"take the upload of {len(batch)} images into project {project}"
         with _calling(what, access):
-            response = requests.post(url, headers=auth_headers(access), files=files, timeout=access.timeout_s,
+            response = requests.post(url, headers=auth_headers(access, Deadline(access.timeout_s)), files=files, timeout=access.timeout_s,
                                      allow_redirects=False)
         if response.status_code != 201:
             raise LabelStudioError(f"Label Studio at {access.url} refused to {what}: HTTP {response.status_code} "
