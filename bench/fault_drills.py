@@ -16,6 +16,10 @@ processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it b
   the prediction is written back to Label Studio;
 * ``redis-restart``: 3 jobs queued with no worker running, redis-server (``--appendonly yes``)
   restarted, then a worker starts: all 3 predictions reach Label Studio;
+* ``redis-killed`` / ``redis-stopped``: redis-server SIGKILLed (a crash) or SIGTERMed, for
+  ``REDIS_OUTAGE_S``, while both workers run jobs of a late batch of ``OUTAGE_TASKS`` tasks (some
+  already written back), then started again on its append-only file (synced on every write): the
+  workers ride the outage out, finish their jobs and write every prediction back;
 * ``label-studio-down``: Label Studio goes away while a late job segments its image; the
   write-back is retried (``SAMIAM_WRITEBACK_RETRY_INTERVALS_S=1,1,2,2,3,3,5``), Label Studio
   comes back on the same port, and the prediction arrives;
@@ -52,7 +56,7 @@ from rq import Queue
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 from fake_label_studio import FakeLabelStudio, two_texture_png
-from service_processes import kill_busy_worker
+from service_processes import busy_workers, kill_busy_worker
 from service_stack import ServiceStack, task, wait_until
 
 from samiam.labelstudio.results import materials_from_results
@@ -63,6 +67,10 @@ QUICK_LEASE = {"SAMIAM_JOB_LEASE_S": "2", "SAMIAM_WORKER_HEARTBEAT_S": "0.5"}
 SETTLE_S = 3.0
 """How long a drill keeps watching for duplicates after the last expected prediction arrived."""
 MANY_TASKS = 10_000
+OUTAGE_TASKS = 12
+REDIS_OUTAGE_S = 3.0
+MID_BATCH = 3
+"""Write-backs done before the Redis outage of ``redis-killed`` and ``redis-stopped``."""
 
 
 @dataclass
@@ -187,6 +195,39 @@ def drill_redis_restart(lease: dict) -> tuple[str, Tally]:
                 "started after it"), Tally(3, answered_ids(tasks, answer), written)
 
 
+def drill_redis_outage(lease: dict, crash: bool) -> tuple[str, Tally]:
+    """redis-server SIGKILLed (``crash``) or SIGTERMed while both workers run jobs of a late
+    batch, back after ``REDIS_OUTAGE_S`` on its append-only file."""
+    with ServiceStack(workers=2, env={**lease, "PREDICT_DEADLINE_S": "1"}, persistent_redis=True) as stack:
+        sides = [BIG if i % 3 == 1 else 384 + 64 * i for i in range(1, OUTAGE_TASKS + 1)]
+        tasks = [task(i, stack.label_studio.add_file(f"em{i}.png", two_texture_png(side, side)))
+                 for i, side in enumerate(sides, 1)]
+        started = time.monotonic()
+        answer = stack.predict(tasks)
+        check(answer.get("results") == [], f"/predict answered {str(answer)[:300]}")
+        wait_until(lambda: len(written_ids(stack.label_studio)) >= MID_BATCH
+                   and len(busy_workers(stack.redis.url)) == 2, 120,
+                   f"{MID_BATCH} write-backs and both workers running a job")
+        before = len(written_ids(stack.label_studio))
+        stack.redis.kill() if crash else stack.redis.stop()
+        time.sleep(REDIS_OUTAGE_S)
+        stack.redis.start()  # same port and directory: the append-only file is read back
+        written = wait_for_writes(len(tasks), 300, stack.label_studio)
+        stored = {p["task"]: p for p in stack.label_studio.predictions}
+        for i, side in enumerate(sides, 1):
+            check_prediction(stored[i], side)
+        dead = [name for name, process in stack.workers.items() if process.poll() is not None]
+        check(not dead, f"workers {dead} exited")
+        check(stack.health()["workers"] == 2, f"/health counts {stack.health()['workers']} workers, not 2")
+        requeued = stack.counters().get("samiam_jobs_requeued_total", 0)
+        check(requeued == 0, f"{requeued:g} jobs of live workers were reaped as abandoned after the outage")
+        how = "SIGKILLed" if crash else "SIGTERMed"
+        return (f"redis-server {how} for {REDIS_OUTAGE_S:g} s with {before} of {len(tasks)} tasks written back "
+                "and both workers busy; every worker rode it out; all written back "
+                f"{time.monotonic() - started:.0f} s after the request"), Tally(len(tasks), answered_ids(tasks, answer),
+                                                                          written)
+
+
 def drill_label_studio_down(lease: dict) -> tuple[str, Tally]:
     env = {**lease, "PREDICT_DEADLINE_S": "1", "SAMIAM_WRITEBACK_RETRY_INTERVALS_S": "1,1,2,2,3,3,5"}
     with ServiceStack(workers=1, env=env) as stack:
@@ -260,6 +301,8 @@ def main() -> int:
         "worker-killed": lambda: drill_worker_killed(lease, None),
         "worker-killed-late": lambda: drill_worker_killed(lease, 1.0),
         "redis-restart": lambda: drill_redis_restart(lease),
+        "redis-killed": lambda: drill_redis_outage(lease, crash=True),
+        "redis-stopped": lambda: drill_redis_outage(lease, crash=False),
         "label-studio-down": lambda: drill_label_studio_down(lease),
         "web-worker-killed": lambda: drill_web_worker_killed(lease),
         "many-tasks": lambda: drill_many_tasks(lease, args.tasks),
