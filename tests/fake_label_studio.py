@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import requests
+from loopback_http import RecordingServer
 from PIL import Image
 
 from samiam.labelstudio.config import EXAMPLE_CONFIG
@@ -116,11 +117,7 @@ class FakeLabelStudio:
 
     @staticmethod
     def _send(handler, status: int, body: bytes, content_type: str = "application/json") -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        RecordingServer.send(handler, status, body, content_type)
 
     @classmethod
     def _json(cls, handler, status: int, body) -> None:

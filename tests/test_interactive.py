@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from segment_anything import SamPredictor
-from tiny_sam import install_tiny_sam, save_tiny_checkpoint
+from tiny_sam import install_tiny_sam, save_tiny_checkpoint, tiny_sam_settings
 
 from samiam.errors import PromptError
 from samiam.interactive import Clicker, Prompt, image_key
@@ -85,10 +85,7 @@ def test_weight_free_box_and_background_points(weight_free_clicker):
 def test_sam_click_runs_the_encoder_once_per_image(tmp_path, monkeypatch):
     path = save_tiny_checkpoint(tmp_path)
     install_tiny_sam(monkeypatch, path)
-    settings = Settings().replace({
-        "proposals.proposer": "sam", "proposals.model_type": "vit_b", "proposals.model_dir": str(tmp_path),
-        "proposals.device": "cpu"})
-    engine = Engine(settings).load()
+    engine = Engine(tiny_sam_settings(tmp_path)).load()
     encoder_calls = []
     engine.proposer.model.image_encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
     clicker = Clicker(engine)

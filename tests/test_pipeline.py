@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_sam import install_tiny_sam, save_tiny_checkpoint
+from tiny_sam import install_tiny_sam, save_tiny_checkpoint, tiny_sam_settings
 
 import samiam
 from samiam.errors import ImageError, MaskSetError
@@ -91,10 +91,8 @@ def test_tiny_sam_runs_through_the_whole_pipeline(tmp_path, monkeypatch):
     """The real loading path (registry, checkpoint file, SHA-256) feeding the booster."""
     checkpoint = save_tiny_checkpoint(tmp_path)
     install_tiny_sam(monkeypatch, checkpoint)
-    settings = Settings().replace({
-        "proposals.proposer": "sam", "proposals.model_type": "vit_b", "proposals.model_dir": str(tmp_path),
-        "proposals.device": "cpu", "proposals.points_per_side": 4, "proposals.crop_n_layers": 0,
-        "proposals.pred_iou_thresh": 0.0, "proposals.stability_score_thresh": 0.0})
+    settings = tiny_sam_settings(tmp_path, points_per_side=4, crop_n_layers=0, pred_iou_thresh=0.0,
+                                 stability_score_thresh=0.0)
     scene = generate_scene(seed=6, difficulty=1, size=128)
 
     seg = Engine(settings).segment(png_bytes(scene.image))

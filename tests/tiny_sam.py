@@ -45,3 +45,14 @@ def install_tiny_sam(monkeypatch, path: Path, model_type: str = TINY_MODEL_TYPE)
                                 sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
                                 size=Path(path).stat().st_size)
     monkeypatch.setitem(checkpoints.OFFICIAL_CHECKPOINTS, model_type, entry)
+
+
+def tiny_sam_settings(model_dir: Path, **proposals):
+    """Engine settings that load the tiny SAM (installed with :func:`install_tiny_sam`) from
+    ``model_dir`` on the CPU; ``proposals`` sets more ``proposals.*`` fields by name."""
+    from samiam.settings import Settings
+
+    return Settings().replace({
+        "proposals.proposer": "sam", "proposals.model_type": TINY_MODEL_TYPE,
+        "proposals.model_dir": str(model_dir), "proposals.device": "cpu",
+        **{f"proposals.{name}": value for name, value in proposals.items()}})
