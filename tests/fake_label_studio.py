@@ -3,7 +3,12 @@
 Every route needs ``Authorization: Token <TOKEN>`` (401 otherwise). The routes the service uses:
 ``GET /data/upload/<project>/<file>``; ``POST /api/predictions/`` (records the prediction, its
 ``result`` as given, region ids included, answers 201 with it, its ``id`` and ``project``);
-``GET /api/predictions/?task=ID`` (the task's stored predictions, a JSON list). The routes ``samiam import`` uses (trailing slashes optional, as the SDK adds them):
+``GET /api/predictions/?task=ID`` (the task's stored predictions, a JSON list);
+``GET /tasks/<id>/presign/?fileuri=<URL-safe base64 of a cloud URI>`` as Label Studio 1.23's
+``TaskResolveStorageUri``: 404 for an unknown task or a URI no cloud storage holds (see
+:class:`CloudStorage`), else ``303 See Other`` to the storage's presigned URL
+(``presign`` on) or the object's bytes streamed by "Label Studio" itself (``presign`` off).
+The routes ``samiam import`` uses (trailing slashes optional, as the SDK adds them):
 
 * ``POST /api/projects`` -> 201 ``{"id", ...}``;
 * ``POST /api/projects/<id>/import``: a JSON list of tasks (each must hold the config's ``$image``
@@ -23,6 +28,8 @@ Every route needs ``Authorization: Token <TOKEN>`` (401 otherwise). The routes t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.parser
 import email.policy
 import io
@@ -31,9 +38,11 @@ import mimetypes
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import requests
@@ -65,6 +74,18 @@ def two_texture_png(height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class CloudStorage:
+    """A cloud import storage of the fake: the URIs under ``prefix`` (``s3://bucket/``) are its."""
+
+    prefix: str
+    presigned_url: Callable[[str], str]
+    """URI -> the presigned URL Label Studio redirects to."""
+    read: Callable[[str], tuple[bytes, str]]
+    """URI -> (bytes, content type), what Label Studio streams when ``presign`` is off."""
+    presign: bool = True
+
+
 class FakeLabelStudio:
     """``port`` 0 picks a free one; give an earlier instance's port to play a restarted server.
     ``document_root``: LOCAL_FILES_DOCUMENT_ROOT (None: local files are not served)."""
@@ -75,6 +96,8 @@ class FakeLabelStudio:
         self.tasks: dict[int, dict] = {}
         """id -> task as Label Studio sends it to /predict."""
         self.storages: list[dict] = []
+        self.cloud_storages: list[CloudStorage] = []
+        """Cloud import storages whose URIs ``/tasks/<id>/presign/`` resolves."""
         self.ml_backends: list[dict] = []
         self.predict_calls: list[dict] = []
         """Bodies of the /predict calls made to ML backends."""
@@ -134,11 +157,35 @@ class FakeLabelStudio:
             return self._send(handler, 200, json.dumps(stored).encode())
         if parts.path == "/data/local-files/":
             return self._get_local_file(handler, parse_qs(parts.query).get("d", [""])[0])
+        route = parts.path.split("/")
+        if len(route) == 5 and route[1] == "tasks" and route[3] == "presign" and route[4] == "":
+            return self._presign(handler, route[2], parse_qs(parts.query).get("fileuri"))
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
         data, content_type = self.files[handler.path]
         self._count_download(handler.path)
         return self._send(handler, 200, data, content_type)
+
+    def _presign(self, handler, task_id: str, fileuri: list[str] | None) -> None:
+        if not fileuri:
+            return self._send(handler, 400, b"")
+        if not task_id.isdigit() or int(task_id) not in self.tasks:
+            return self._send(handler, 404, b'{"detail": "Not found."}')
+        try:  # as Label Studio: base64 first, for backwards compatibility a quoted URI
+            uri = base64.urlsafe_b64decode(fileuri[0].encode()).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            uri = unquote(fileuri[0])
+        storage = next((s for s in self.cloud_storages if uri.startswith(s.prefix)), None)
+        if storage is None:
+            return self._send(handler, 404, b"")
+        self._count_download(handler.path)
+        if not storage.presign:
+            return self._send(handler, 200, *storage.read(uri))
+        handler.send_response(303)
+        handler.send_header("Location", storage.presigned_url(uri))
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return None
 
     def _count_download(self, path: str) -> None:
         with self._lock:
@@ -183,7 +230,7 @@ class FakeLabelStudio:
             self.projects[project["id"]] = project
         return self._json(handler, 201, project)
 
-    def _add_task(self, project: int, data: dict, file_upload: int | None = None) -> dict:
+    def add_task(self, project: int, data: dict, file_upload: int | None = None) -> dict:
         task = {"id": len(self.tasks) + 1, "data": data, "meta": {}, "project": project, "file_upload": file_upload,
                 "annotations": [], "predictions": []}
         self.tasks[task["id"]] = task
@@ -204,7 +251,7 @@ class FakeLabelStudio:
                     path = f"/data/upload/{project}/{secrets.token_hex(4)}-{part.get_filename()}"
                     self.files[path] = (part.get_content(), part.get_content_type())
                     uploads.append(len(self.files))
-                    self._add_task(project, {"image": path}, uploads[-1])
+                    self.add_task(project, {"image": path}, uploads[-1])
                 count = len(by_field)
             else:
                 tasks = json.loads(raw)
@@ -213,7 +260,7 @@ class FakeLabelStudio:
                 if missing:
                     return self._json(handler, 400, {"detail": f"Validation error: tasks {missing} have no 'image'"})
                 for task in tasks:
-                    self._add_task(project, task.get("data", task))
+                    self.add_task(project, task.get("data", task))
                 count = len(tasks)
         return self._json(handler, 201, {"task_count": count, "annotation_count": 0, "prediction_count": 0,
                                          "duration": 0.01, "file_upload_ids": uploads,

@@ -11,14 +11,17 @@ Image URLs come from task data (``task["data"][value_key]``) and are untrusted. 
 * The API key goes only to Label Studio's exact origin.
 * ``/data/...`` (Label Studio's uploads and local-files storage) is relative to Label Studio.
 * Redirects (at most :data:`MAX_REDIRECTS`) go through the same parse and check; one that
-  leaves Label Studio's origin drops the key.
+  leaves Label Studio's origin drops the key. A redirect *from Label Studio* may also go to a
+  storage host (:attr:`LabelStudioAccess.storage_hosts`: where Label Studio's presigned URLs
+  point, see :mod:`samiam.labelstudio.storage`), never with the key.
 * The whole download — every redirect and a token refresh included — ends within
   :attr:`LabelStudioAccess.timeout_s`; the body is capped at :attr:`LabelStudioAccess.max_bytes`
   and must start like a PNG, JPEG or TIFF.
 * ``file://`` URLs and plain paths are read only under :attr:`LabelStudioAccess.local_root`
   (after resolving ``..`` and symlinks); control characters are refused.
 * Reasons name the task's URL but repeat nothing a server sent (no body, reason phrase,
-  redirect target or header value).
+  redirect target or header value), except the checked ``host:port`` of a refused redirect from
+  Label Studio (the storage host an operator would list).
 """
 
 from __future__ import annotations
@@ -72,10 +75,10 @@ def fetch_image(url: str, access: LabelStudioAccess) -> bytes:
     kind = scheme[0][:-1].lower() if scheme else ""
     if kind in ("http", "https") or (not kind and url.startswith(LABEL_STUDIO_PATH_PREFIX)):
         try:
-            target = parse_http_url(url) if kind else _on_label_studio(url, access)
+            target = parse_http_url(url) if kind else label_studio_target(url, access)
         except ImageFetchError as error:
             raise ImageFetchError(f"refused to fetch {url!r}: {error}") from None
-        return _download(url, target, access)
+        return download(url, target, access)
     if kind == "file":
         return _read_local(url, _file_url_path(url), access)
     if kind:
@@ -84,19 +87,21 @@ def fetch_image(url: str, access: LabelStudioAccess) -> bytes:
     return _read_local(url, url, access)
 
 
-def _on_label_studio(path: str, access: LabelStudioAccess) -> HttpUrl:
+def label_studio_target(path: str, access: LabelStudioAccess) -> HttpUrl:
+    """``path`` (``/...?query``) on Label Studio's URL, checked like a URL."""
     base = label_studio_url(access)
     return base.with_target(base.target.rstrip("/") + path)
 
 
-def _download(url: str, target: HttpUrl, access: LabelStudioAccess) -> bytes:
-    """The image at ``target`` (the checked parts of the task's ``url``), following permitted
-    redirects, all within ``access.timeout_s``."""
+def download(url: str, target: HttpUrl, access: LabelStudioAccess) -> bytes:
+    """The image at ``target`` (the checked parts of the task's ``url``, which reasons name),
+    following permitted redirects, all within ``access.timeout_s``."""
     deadline = Deadline(access.timeout_s)
+    on_label_studio = False
     for hop in range(MAX_REDIRECTS + 1):
         where = repr(url) if hop == 0 else f"{url!r} (after {hop} redirect{'s' * (hop > 1)})"
         try:
-            on_label_studio = _is_label_studio(target, access)
+            on_label_studio = _is_label_studio(target, access, redirected_by_label_studio=on_label_studio)
         except ImageFetchError as error:
             raise ImageFetchError(f"refused to fetch {where}: {error}") from None
         try:
@@ -108,14 +113,22 @@ def _download(url: str, target: HttpUrl, access: LabelStudioAccess) -> bytes:
     raise ImageFetchError(f"cannot fetch {url!r}: more than {MAX_REDIRECTS} redirects")
 
 
-def _is_label_studio(target: HttpUrl, access: LabelStudioAccess) -> bool:
-    """Whether ``target`` is on Label Studio's exact origin (else on an allowed host, or refused)."""
+def _is_label_studio(target: HttpUrl, access: LabelStudioAccess, redirected_by_label_studio: bool) -> bool:
+    """Whether ``target`` is on Label Studio's exact origin (else on an allowed image host, or a
+    storage host Label Studio redirected to, or refused)."""
     if access.url and target.origin == label_studio_url(access).origin:
         return True
-    if not _is_allowed(target, access):
-        raise ImageFetchError(f"its host is neither Label Studio ({access.url}) nor an allowed image "
-                              f"host {list(access.allowed_hosts)} (SAMIAM_IMAGE_HOSTS)")
-    return False
+    if _is_allowed(target, access.allowed_hosts, "allowed image host", "SAMIAM_IMAGE_HOSTS"):
+        return False
+    if redirected_by_label_studio and _is_allowed(target, access.storage_hosts, "storage host",
+                                                  "SAMIAM_STORAGE_HOSTS"):
+        return False
+    # a redirect from Label Studio names the checked, canonical host:port (no path or query):
+    # the storage host an operator would list
+    storage = (f" nor a storage host {list(access.storage_hosts)} (SAMIAM_STORAGE_HOSTS), to which Label "
+               f"Studio redirects: {target.host}:{target.port}") if redirected_by_label_studio else ""
+    raise ImageFetchError(f"its host is neither Label Studio ({access.url}) nor an allowed image "
+                          f"host {list(access.allowed_hosts)} (SAMIAM_IMAGE_HOSTS){storage}")
 
 
 def _get(target: HttpUrl, on_label_studio: bool, access: LabelStudioAccess,
@@ -143,13 +156,13 @@ def _redirect_target(current: HttpUrl, response: http.client.HTTPResponse) -> Ht
         raise ImageFetchError(f"its redirect is refused: {error}") from None
 
 
-def _is_allowed(target: HttpUrl, access: LabelStudioAccess) -> bool:
-    for entry in access.allowed_hosts:
+def _is_allowed(target: HttpUrl, entries: tuple[str, ...], kind: str, setting: str) -> bool:
+    """Whether ``target`` is on one of ``entries`` (``host``: any port, ``host:port``: that port)."""
+    for entry in entries:
         try:
             host, port = parse_authority(entry)
         except ImageFetchError as error:
-            raise ImageFetchError(f"the allowed image host {entry!r} (SAMIAM_IMAGE_HOSTS) is "
-                                  f"refused: {error}") from None
+            raise ImageFetchError(f"the {kind} {entry!r} ({setting}) is refused: {error}") from None
         if host == target.host and port in (None, target.port):
             return True
     return False

@@ -40,6 +40,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LABEL_STUDIO_URL": ("label_studio_url", str),
     "LABEL_STUDIO_API_KEY": ("label_studio_api_key", str),
     "SAMIAM_IMAGE_HOSTS": ("image_hosts", lambda t: _split(t, str.strip)),
+    "SAMIAM_STORAGE_HOSTS": ("storage_hosts", lambda t: _split(t, str.strip)),
     "SAMIAM_LOCAL_FILES_ROOT": ("local_files_root", str),
     "SAMIAM_MAX_IMAGE_BYTES": ("max_image_bytes", int),
     "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
@@ -108,6 +109,10 @@ class ServiceConfig:
     image_hosts: tuple[str, ...] = ()
     """``SAMIAM_IMAGE_HOSTS`` (comma separated ``host`` or ``host:port``): hosts other than Label
     Studio that task images may come from (they never receive the API key)."""
+    storage_hosts: tuple[str, ...] = ()
+    """``SAMIAM_STORAGE_HOSTS`` (comma separated ``host`` or ``host:port``): hosts Label Studio may
+    redirect an image download to: where its presigned cloud-storage URLs point (they never
+    receive the API key; see :mod:`samiam.labelstudio.storage`)."""
     local_files_root: str | None = None
     """``SAMIAM_LOCAL_FILES_ROOT``: folder that local image paths must lie in (unset: refused)."""
     max_image_bytes: int | None = None

@@ -124,15 +124,15 @@ def access_for(runtime: Runtime, project: str):
     limits = {name: value for name, value in (("max_bytes", config.max_image_bytes),
                                               ("timeout_s", config.fetch_timeout_s)) if value is not None}
     url, key = label_studio_for(config, runtime.store.project(project))
-    return LabelStudioAccess(url, key, allowed_hosts=config.image_hosts,
+    return LabelStudioAccess(url, key, allowed_hosts=config.image_hosts, storage_hosts=config.storage_hosts,
                              local_root=config.local_files_root, **limits)
 
 
 def _predict(runtime: Runtime, request: TaskRequest) -> dict:
-    from samiam.labelstudio.fetch import fetch_image
+    from samiam.labelstudio.storage import fetch_task_image
     if request.image_url is None:
         raise ImageFetchError(f"task {request.task_id} has no image URL in data[{request.brush.value_key!r}]")
-    image = fetch_image(request.image_url, access_for(runtime, request.project))
+    image = fetch_task_image(request.image_url, request.task_id, access_for(runtime, request.project))
     settings = request.resolve(runtime.config.settings)
     key = cache_key(image, settings, request.model_version, request.brush)
     prediction = runtime.cache.get(key)
