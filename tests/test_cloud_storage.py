@@ -12,14 +12,11 @@ and presign redirects are refused before any connection (a canary counts connect
 from __future__ import annotations
 
 import base64
-import http.client
 
-import boto3
 import pytest
-from botocore.config import Config
 from fake_label_studio import TOKEN, CloudStorage, FakeLabelStudio, task, two_texture_png
-from label_studio import free_port
 from loopback_http import TINY_PNG, RawServer, RecordingServer
+from moto_s3 import MotoS3, StorageHost, s3_client
 from service_helpers import post_predict, service_config
 
 from samiam.errors import ImageFetchError
@@ -29,44 +26,17 @@ from samiam.service import create_app
 
 BUCKET = "micrographs"
 OBJECTS = {"em.png": TINY_PNG, "scene.png": two_texture_png(128, 128)}
-AWS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def _s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, config=Config(signature_version="s3v4",
-                                                                   s3={"addressing_style": "path"}), **AWS)
 
 
 @pytest.fixture(scope="module")
-def moto():
-    """moto's S3 server on a free loopback port, with :data:`OBJECTS` in :data:`BUCKET`."""
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._port}"
-    s3 = _s3(endpoint)
-    s3.create_bucket(Bucket=BUCKET)
-    for key, data in OBJECTS.items():
-        s3.put_object(Bucket=BUCKET, Key=key, Body=data, ContentType="image/png")
-    yield server._port
-    server.stop()
-
-
-class StorageHost(RecordingServer):
-    """Forwards each GET to moto (path, query and Host header as received) and records it."""
-
-    def __init__(self, moto_port: int):
-        self.moto_port = moto_port
-        super().__init__()
-
-    def route(self, h, method, body):
-        connection = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=10)
-        try:
-            connection.request(method, h.path, headers={"Host": h.headers["Host"]})
-            answer = connection.getresponse()
-            self.send(h, answer.status, answer.read(), answer.getheader("Content-Type", "application/octet-stream"))
-        finally:
-            connection.close()
+def moto(tmp_path_factory):
+    """moto's S3 server with :data:`OBJECTS` in :data:`BUCKET`."""
+    server = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        server.put(BUCKET, OBJECTS)
+        yield server
+    finally:
+        server.stop()
 
 
 def _answer_with_a_png(connection):
@@ -103,8 +73,8 @@ def _object_key(uri: str) -> str:
 
 def _connect(ls: FakeLabelStudio, storage: StorageHost, scheme: str = "s3", presign: bool = True) -> None:
     """Give ``ls`` a ``scheme`` storage of :data:`BUCKET` presigning for ``storage`` (moto behind it)."""
-    presigner = _s3(storage.url)  # signs for the storage host's address, as Label Studio for its endpoint
-    direct = _s3(f"http://127.0.0.1:{storage.moto_port}")
+    presigner = s3_client(storage.url)  # signs for the storage host's address, as Label Studio for its endpoint
+    direct = s3_client(storage.moto.url)
 
     def presigned_url(uri: str) -> str:
         return presigner.generate_presigned_url("get_object", ExpiresIn=60,
@@ -191,7 +161,7 @@ def test_an_unlisted_storage_host_is_named_with_the_setting_and_never_contacted(
 
 
 def test_a_storage_host_is_reached_only_through_label_studio(ls, storage):
-    presigned = _s3(storage.url).generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "em.png"})
+    presigned = s3_client(storage.url).generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "em.png"})
     with pytest.raises(ImageFetchError, match="neither Label Studio .* nor an allowed image host"):
         fetch_task_image(presigned, 1, _access(ls, storage))
     assert storage.requests == []
