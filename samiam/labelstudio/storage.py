@@ -64,12 +64,12 @@ def presign_target(uri: str, task_id: int, access: LabelStudioAccess) -> HttpUrl
     Raises :class:`ImageFetchError` when ``uri`` is not a well-formed cloud URI or Label
     Studio's URL is unknown or refused.
     """
-    check_cloud_uri(uri)
+    _check_cloud_uri(uri)
     fileuri = base64.urlsafe_b64encode(uri.encode()).decode("ascii")
     return label_studio_target(f"/tasks/{task_id}/presign/?fileuri={fileuri}", access)
 
 
-def check_cloud_uri(uri: str) -> None:
+def _check_cloud_uri(uri: str) -> None:
     """Refuse ``uri`` (:class:`ImageFetchError` with the reason) unless it is
     ``<scheme>://<bucket>/<key>`` with a scheme of :data:`CLOUD_SCHEMES`."""
     if len(uri) > MAX_URI_CHARS:
