@@ -50,14 +50,14 @@ class LabelStudioAccess:
     """Legacy token or personal access token (env ``LABEL_STUDIO_API_KEY``, or /setup's ``access_token``)."""
     allowed_hosts: tuple[str, ...] = ()
     """Extra hosts (``host`` or ``host:port``) images may come from; they never get the API key."""
-    storage_hosts: tuple[str, ...] = ()
-    """Hosts (``host`` or ``host:port``) that Label Studio may redirect an image download to (its
-    presigned cloud-storage URLs); they never get the API key."""
     local_root: str | None = None
     """Folder that local paths and ``file://`` URLs must lie in (None: local files refused)."""
     max_bytes: int = 256 * 2**20
     timeout_s: float = 30.0
     """Limit of one whole download (every redirect and a token refresh included) or write-back."""
+    storage_hosts: tuple[str, ...] = ()
+    """Hosts (``host`` or ``host:port``) that Label Studio may redirect an image download to (its
+    presigned cloud-storage URLs); they never get the API key."""
 
 
 def status_text(code: int) -> str:
