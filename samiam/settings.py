@@ -7,10 +7,10 @@ of the same form) or by environment variable (``SAMIAM_<SECTION>_<FIELD>``, e.g.
 
 Lengths on the specimen (crop side, island area and ring) are given twice: in nanometres
 (``merging.crop_nm``, ``removal.island_nm``, ``removal.island_ring_nm``), used when
-``image.scale`` is ``physical`` and the image's scale is known (:mod:`samiam.scale`: the file's
-pixel size, else the lattice period from the power spectrum), and in pixels for a *reference*
-image side of 1024 px, as in the paper, scaled with :func:`scale_to_image` (``image.scale``
-``reference``, and images of unknown scale).
+``image.scale`` is ``physical`` (not the default) and the image's scale is known
+(:mod:`samiam.scale`: the file's pixel size, else the lattice period from the power spectrum),
+and in pixels for a *reference* image side of 1024 px, as in the paper, scaled with
+:func:`scale_to_image` (``image.scale`` ``reference``, and images of unknown scale).
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ class ImageSettings:
     """Refuse images with more pixels than this (decompression-bomb guard)."""
     stretch_percentiles: tuple[float, float] = (0.5, 99.5)
     """Percentiles mapped to 0 and 255 in the uint8 copy given to SAM."""
-    scale: str = "physical"
+    scale: str = "reference"
     """How the booster's lengths (crop side, island area and ring) become pixels: ``physical``
     converts the nm settings with the image's scale (the file's pixel size, else the lattice
     period estimated from its power spectrum, else as ``reference``); ``reference`` scales the
-    pixel settings given at the 1024 px reference side with the image size. Chosen by
-    ``bench/scale.py`` (docs/benchmarks.md, "Physical scale")."""
+    pixel settings given at the 1024 px reference side with the image size. ``bench/scale.py``
+    (docs/benchmarks.md, "Physical scale") found no difference beyond per-scene flips of the
+    estimated K between the two, at 1x and 2x magnification, so the rule the K estimator's
+    thresholds were tuned with stays the default."""
     period_nm: float = 0.28
     """Spacing in nm taken for the strongest lattice fringes when the file states no pixel size
     (``scale`` physical): perovskites' {110} fringes, a / sqrt(2) for a = 0.39-0.40 nm, the
