@@ -82,8 +82,7 @@ def lattice_period(grey: np.ndarray) -> float | None:
     peak with the most power above its background, refined by a parabola through its neighbours.
     Noise, amorphous speckle and smooth gradients have no peak: None.
     """
-    grey = np.asarray(grey, np.float64)
-    h, w = grey.shape
+    h, w = np.shape(grey)
     tile = min(h, w, SPECTRUM_TILE)
     lowest, highest = MIN_PERIODS_PER_TILE, int(tile / MIN_PERIOD_PX)
     if highest <= lowest + 2:
@@ -176,7 +175,7 @@ def _ring_profile(grey: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
     tops, lefts = _tile_origins(h, tile), _tile_origins(w, tile)
     for top in tops:
         for left in lefts:
-            patch = grey[top:top + tile, left:left + tile]
+            patch = np.asarray(grey[top:top + tile, left:left + tile], np.float64)
             power += np.abs(np.fft.rfft2((patch - patch.mean()) * window)) ** 2
     rings = tile // 2 + 1
     counts = np.bincount(ring, minlength=rings)[:rings].astype(np.float64)
