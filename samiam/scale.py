@@ -127,7 +127,9 @@ def settings_for_image(settings: Settings, grey: np.ndarray, pixel_size: float |
     With a known scale (``image.scale`` physical), ``merging.crop_size``, ``removal.island_area``
     and ``removal.island_ring`` are replaced by the values at the 1024 px reference side that give
     ``merging.crop_nm`` (bounded, :func:`crop_px`), ``removal.island_nm`` squared and
-    ``removal.island_ring_nm`` on this image; otherwise ``settings`` are returned unchanged.
+    ``removal.island_ring_nm`` on this image (``crop_size`` is an integer at the reference side:
+    the crop side comes out within half a reference px, 1 px on images up to 2048 px); otherwise
+    ``settings`` are returned unchanged.
     Raises :class:`SettingsError` for an unknown rule or lengths that are not positive.
     """
     check(settings)
