@@ -3,6 +3,9 @@
 image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> booster.merge_masks
       -> Segmentation (K non-overlapping material masks with scores)
 
+The booster's lengths become pixels per image first (:func:`samiam.scale.settings_for_image`:
+nm through the file's pixel size or the estimated lattice period, or the 1024 px reference rule).
+
 Given a project's :class:`~samiam.booster.prototypes.Prototypes`, the materials also get the
 project's label names (:mod:`samiam.booster.naming`): by naming the clusters, or (``naming.mode``
 ``supervised``, or ``auto`` for the classical proposer's masks) once every label is learned, by
@@ -24,6 +27,7 @@ from samiam.booster.naming import check_naming, classify_masks, mode_for, name_m
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, load_micrograph
 from samiam.proposals import Proposer, make_proposer
+from samiam.scale import ImageScale, settings_for_image
 from samiam.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,8 @@ class Segmentation:
     assignment: (N,) int, material index of each proposal (-1 when removed or unassigned).
     names: K label names learned from the project's annotations, None for a material that got no
         confident name; None as a whole when no prototypes were given.
+    settings: as used on this image (the booster's lengths in px resolved by :mod:`samiam.scale`).
+    scale: the image's physical scale those lengths came from; None when unknown or not used.
     """
 
     materials: np.ndarray
@@ -52,6 +58,7 @@ class Segmentation:
     settings: Settings
     timings: dict[str, float] = field(default_factory=dict)
     names: tuple[str | None, ...] | None = None
+    scale: ImageScale | None = None
 
     def label_map(self) -> np.ndarray:
         """(H, W) uint16: 0 = unsegmented, k = material k (1-based, as in ``materials[k-1]``)."""
@@ -111,6 +118,10 @@ class Engine:
                settings: Settings, timings: dict[str, float], proposer_name: str,
                prototypes: Prototypes | None) -> Segmentation:
         embedder = self.embedder
+        started = time.perf_counter()
+        settings, scale = settings_for_image(settings, micrograph.grey, micrograph.pixel_size,
+                                             micrograph.pixel_unit)
+        timings["scale_s"] = time.perf_counter() - started
         if settings.merging.embedder != self.settings.merging.embedder \
                 or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
             embedder = make_embedder(settings.merging)
@@ -142,7 +153,7 @@ class Engine:
         return Segmentation(
             materials=merged.materials, scores=merged.scores, proposals=masks,
             removed=removal.reasons, assignment=assignment, proposer=proposer_name,
-            embedder=embedder.name, settings=settings, timings=timings, names=names)
+            embedder=embedder.name, settings=settings, timings=timings, names=names, scale=scale)
 
 
 def _as_micrograph(image: ImageSource | Micrograph, settings: Settings) -> Micrograph:

@@ -5,9 +5,12 @@ with dotted names such as ``{"merging.materials": 3}``), per project (the servic
 of the same form) or by environment variable (``SAMIAM_<SECTION>_<FIELD>``, e.g.
 ``SAMIAM_MERGING_CROP_SIZE=48``; see :meth:`Settings.from_env`).
 
-Sizes in pixels that depend on the image size (crop size, island area) are given for a
-*reference* image side of 1024 px, as in the paper, and scaled with
-:func:`scale_to_image`.
+Lengths on the specimen (crop side, island area and ring) are given twice: in nanometres
+(``merging.crop_nm``, ``removal.island_nm``, ``removal.island_ring_nm``), used when
+``image.scale`` is ``physical`` (not the default) and the image's scale is known
+(:mod:`samiam.scale`: the file's pixel size, else the lattice period from the power spectrum),
+and in pixels for a *reference* image side of 1024 px, as in the paper, scaled with
+:func:`scale_to_image` (``image.scale`` ``reference``, and images of unknown scale).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ class ImageSettings:
     """Refuse images with more pixels than this (decompression-bomb guard)."""
     stretch_percentiles: tuple[float, float] = (0.5, 99.5)
     """Percentiles mapped to 0 and 255 in the uint8 copy given to SAM."""
+    scale: str = "reference"
+    """How the booster's lengths (crop side, island area and ring) become pixels: ``physical``
+    converts the nm settings with the image's scale (the file's pixel size, else the lattice
+    period estimated from its power spectrum, else as ``reference``); ``reference`` scales the
+    pixel settings given at the 1024 px reference side with the image size. ``bench/scale.py``
+    (docs/benchmarks.md, "Physical scale") found no difference beyond per-scene flips of the
+    estimated K between the two, at 1x and 2x magnification, so the rule the K estimator's
+    thresholds were tuned with stays the default."""
+    period_nm: float = 0.28
+    """Spacing in nm taken for the strongest lattice fringes when the file states no pixel size
+    (``scale`` physical): perovskites' {110} fringes, a / sqrt(2) for a = 0.39-0.40 nm, the
+    strongest in [001] projection. ``merging.crop_nm / period_nm`` is the crop side in fringes."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,12 @@ class RemovalSettings:
     island_ring: float = 8.0
     """Width in px (at the 1024 px reference) of the ring around a small mask whose coverage by
     other masks tells an island from a particle."""
+    island_nm: float = 2.0
+    """``island_area`` on the specimen (``image.scale`` physical): masks smaller than a square of
+    this side in nm are island candidates (the reference's 60 px square at the synthetic scenes'
+    0.26-0.38 Angstrom per px is 1.6-2.3 nm)."""
+    island_ring_nm: float = 0.25
+    """``island_ring`` on the specimen, in nm (``image.scale`` physical; 8 px at 0.32 Angstrom/px)."""
     island_surrounded: float = 1.0
     """A small mask is an island only when less than this fraction of its ring is covered by
     other masks: the paper's "island within a greater surrounding region that was not
@@ -125,6 +146,10 @@ class MergingSettings:
     crops_per_mask: int = 10
     crop_size: int = 60
     """Crop side in px at the 1024 px reference size."""
+    crop_nm: float = 2.0
+    """Crop side on the specimen, in nm (``image.scale`` physical): 5 perovskite cells, 7 of the
+    fringes of ``image.period_nm``; the reference's 60 px at the synthetic scenes' 0.26-0.38
+    Angstrom per px is 1.6-2.3 nm."""
     crop_inside: float = 0.90
     """A crop belongs to a mask when at least this fraction of it lies inside the mask."""
     materials: int | None = None

@@ -12,12 +12,15 @@ intensities of neighbouring materials within a few per cent, different lattices;
 lattices of one family (doped vs undoped perovskite) differing by a few per cent in intensity.
 
 The whole scene is drawn from one random stream seeded by ``(seed, difficulty, size)``; lengths
-are given at the 1024 px reference side and scale with ``size`` (same field of view).
+are given at the 1024 px reference side and scale with ``size`` (same field of view). With
+``zoom`` the same draws render the centre ``1 / zoom`` of that field of view at ``size`` px: the
+same sample seen at ``zoom`` x the magnification (pixel size, probe blur and amorphous grain in
+px follow; the dose per pixel stays).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import numpy as np
@@ -38,6 +41,7 @@ from samiam.synth.lattices import (
 
 DIFFICULTIES = (1, 2, 3)
 VACUUM = "vacuum"
+ANGSTROM_PER_NM = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +53,8 @@ class Scene:
         and vacuum belong to none.
     names: the K material names, top to bottom.
     defects: what was placed, as JSON-ready dicts with a ``kind`` key (``antiphase_boundary``,
-        ``grain_boundary``, ``gap_band``, ``narrow_layer``).
+        ``grain_boundary``, ``gap_band``, ``narrow_layer``); positions and widths in image px.
+    pixel_nm: what one pixel measures, in nm (None: not recorded).
     """
 
     image: np.ndarray
@@ -58,6 +63,7 @@ class Scene:
     difficulty: int
     seed: int
     defects: list[dict] = field(default_factory=list)
+    pixel_nm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,11 +186,14 @@ def draw_stack(rng: np.random.Generator, difficulty: int, params: SceneParams = 
 
 
 def generate_scene(seed: int, difficulty: int, size: int = 1024,
-                   params: SceneParams = SceneParams(), stack: Stack | None = None) -> Scene:
+                   params: SceneParams = SceneParams(), stack: Stack | None = None,
+                   zoom: float = 1.0) -> Scene:
     """Draw one labelled scene, deterministic per ``(seed, difficulty, size, stack)``.
 
     With ``stack`` the scene shows that sample (materials, levels, pixel size; an image of a
     series, :func:`samiam.synth.series.generate_series`); layout, defects and imaging are drawn.
+    ``zoom`` (at least 1) renders the centre of the same scene at that magnification (module
+    docstring); materials outside the zoomed view are left out of ``materials`` and ``names``.
 
     Returns a :class:`Scene` with ``image`` (size, size) float32 and ``materials`` (K, size, size) bool.
 
@@ -196,6 +205,8 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         raise SettingsError(f"difficulty must be one of {DIFFICULTIES}; got {difficulty!r}")
     if size < 64:
         raise SettingsError(f"scene size must be at least 64 px; got {size}")
+    if not zoom >= 1:
+        raise SettingsError(f"scene zoom must be at least 1; got {zoom!r}")
     rng = np.random.default_rng((seed, difficulty, size))
     scale = size / REFERENCE_SIDE
     if stack is None:
@@ -212,6 +223,9 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
 
     acquisition = imaging.random_imaging(rng, difficulty)
     x, y = imaging.scan_coordinates((size, size), acquisition, rng)
+    if zoom != 1:
+        acquisition = replace(acquisition, probe_sigma_px=acquisition.probe_sigma_px * zoom)
+        x, y = _towards_centre(x, size, 1 / zoom), _towards_centre(y, size, 1 / zoom)
     region = np.zeros((size, size), np.int8)
     gap = np.zeros((size, size), bool)
     for edge in interfaces:
@@ -231,7 +245,7 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         masks.append(inside)
         material = CATALOGUE[name]
         if material.lattice is None:
-            texture = _amorphous(rng, (size, size), angstrom_per_px, params)[inside]
+            texture = _amorphous(rng, (size, size), angstrom_per_px / zoom, params)[inside]
         else:
             texture = _crystal(rng, material, inside, x, y, angstrom_per_px, tilt, thick[r], scale,
                                params, defects)
@@ -240,8 +254,27 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         darker = min(level_of.get(n, params.vacuum_level) for n in regions[i:i + 2])
         signal[gap & (region == i + 1)] = params.gap_level * darker
     image = imaging.acquire(signal, acquisition, rng)
-    return Scene(image=image, materials=np.stack(masks), names=list(materials), difficulty=difficulty,
-                 seed=seed, defects=defects)
+    seen = [k for k, mask in enumerate(masks) if zoom == 1 or mask.any()]
+    return Scene(image=image, materials=np.stack([masks[k] for k in seen]),
+                 names=[materials[k] for k in seen], difficulty=difficulty, seed=seed,
+                 defects=[_zoomed(defect, size, zoom) for defect in defects],
+                 pixel_nm=angstrom_per_px / zoom / ANGSTROM_PER_NM)
+
+
+def _towards_centre(coordinate: np.ndarray, size: int, factor: float) -> np.ndarray:
+    """Positions ``coordinate`` (any shape, px) moved towards the image centre by ``factor``."""
+    centre = (size - 1) / 2
+    return (centre + (coordinate - centre) * factor).astype(np.float32)
+
+
+def _zoomed(defect: dict, size: int, zoom: float) -> dict:
+    """A defect record with positions and widths in px of the image zoomed ``zoom`` times."""
+    if zoom == 1:
+        return defect
+    positions = {key: round(float(_towards_centre(np.float32(value), size, zoom)), 1)
+                 for key, value in defect.items() if key in ("x", "y", "x0", "x1")}
+    widths = {key: round(value * zoom, 2) for key, value in defect.items() if key.endswith("_px")}
+    return {**defect, **positions, **widths}
 
 
 def _pick_materials(rng: np.random.Generator, difficulty: int, params: SceneParams) -> list[str]:
@@ -388,7 +421,7 @@ def _crystal(rng: np.random.Generator, material: Material, inside: np.ndarray, x
     base = Placement(angstrom_per_px, sigma, tilt, origin)
     px, py = x[inside], y[inside]
     rows = np.nonzero(inside.any(axis=1))[0]
-    centre_y = float(rows.mean())
+    centre_y = float(np.mean(y[rows, 0], dtype=np.float64)) if rows.size else 0.0  # 0: not in a zoomed view
     width = inside.shape[1]
     placements = np.zeros(px.shape, np.int8)
     variants = [base]
@@ -420,4 +453,4 @@ def _crystal(rng: np.random.Generator, material: Material, inside: np.ndarray, x
         sel = placements == index
         columns[sel] = render_columns(lattice, place, px[sel], py[sel])
     contrast = params.lattice_contrast
-    return (1 - contrast) + contrast * columns / max(float(columns.mean()), 1e-6)
+    return (1 - contrast) + contrast * columns / max(float(columns.mean()) if columns.size else 0.0, 1e-6)
