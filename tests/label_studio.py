@@ -120,7 +120,7 @@ def _build_template(executable: str) -> None:
     port = free_port()
     process = _start(executable, staging, port, staging / "first-start.log")
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", 180, process)
+        wait_for(f"http://127.0.0.1:{port}/health", 600, process)  # migrations: minutes on a busy box
         # The admin user and its legacy token exist once the API answers with that token.
         deadline = time.monotonic() + 60
         while requests.get(f"http://127.0.0.1:{port}/api/projects", timeout=5,

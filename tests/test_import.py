@@ -275,3 +275,25 @@ def test_smart_adds_keypoint_and_rectangle_tools_with_the_labels():
         assert tools[tag].attr.get("smart") == "true" and tools[tag].labels == ["SrTiO3", "Ge"]
         assert tools[tag].to_name == ["image"]
     assert "smart" not in brush_label_config(["SrTiO3", "Ge"])
+
+
+def test_a_cached_prediction_is_checked_against_the_declared_size(tmp_path, lab, backend, monkeypatch):
+    """A second task naming the same original, declaring a wrong size, is answered from the cache
+    (same bytes, same settings): the check runs there too."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    studio = FakeLabelStudio(document_root=tmp_path)
+    try:
+        assert main(["import", str(lab), "--out", str(tmp_path / "em"), "--label-studio", studio.url,
+                     "--labels", LABELS, "--backend", backend, "--predict"]) == 0
+        good = next(t for t in studio.tasks.values() if t["data"]["image"].endswith("test_STEM_image.png"))
+        access = LabelStudioAccess(studio.url, TOKEN)
+        projects.import_tasks(access, 1, [{"data": {**good["data"], "width": 67}}])
+        projects.request_predictions(access, 1)
+        hits = {line.split()[0]: line.split()[1] for line in requests.get(f"{backend}/metrics", timeout=5).text
+                .splitlines() if not line.startswith("#")}["samiam_cache_hits_total"]
+    finally:
+        studio.close()
+    [failure] = [t for t in requests.get(f"{backend}/jobs?project=1", timeout=5).json()["tasks"]
+                 if t["state"] == "failed"]
+    assert failure["task"] == max(studio.tasks) and float(hits) == 1
+    assert "is 68x68 pixels but the image annotators see is 67x68" in failure["reason"]
