@@ -21,11 +21,13 @@ from shared_data import formats_dir, velox_files
 from werkzeug.serving import make_server
 
 from samiam.cli import main
-from samiam.errors import RequestError
+from samiam.errors import ImageSizeMismatchError, RequestError
 from samiam.io import load_micrograph
 from samiam.labelstudio import projects
 from samiam.labelstudio.client import LabelStudioAccess
 from samiam.labelstudio.config import brush_label_config, parse_label_config
+from samiam.labelstudio.model import SamiamModel
+from samiam.labelstudio.request import TaskRequest
 from samiam.labelstudio.results import materials_from_results
 from samiam.labelstudio.tasks import segmentation_url
 from samiam.service import ServiceConfig, create_app
@@ -146,6 +148,20 @@ def test_the_backend_segments_the_original_of_a_task_that_declares_the_shown_siz
     assert segmentation_url({"data": {"image": "/u.png", "original": "", "height": 1, "width": 1}}, "image") \
         == ("/u.png", None)
     assert segmentation_url({"data": {"image": "/u.png", "width": "wide"}}, "image") == ("/u.png", None)
+
+
+def test_the_declared_size_travels_with_the_job():
+    body = {"label_config": brush_label_config(["SrTiO3"]), "tasks": [
+        {"id": 1, "data": {"image": "/x.png", "original": "/x.tif", "height": 68, "width": 70}},
+        {"id": 2, "data": {"image": "/y.png"}}]}
+    sized, plain = SamiamModel(Settings(), "v1").requests(body, lambda project: {})
+    assert [TaskRequest.from_json(r.to_json()) for r in (sized, plain)] == [sized, plain]
+    assert (sized.image_url, sized.image_size, plain.image_url, plain.image_size) == ("/x.tif", (68, 70), "/y.png", None)
+    sized.check_size((68, 70))
+    plain.check_size((5, 5))
+    with pytest.raises(ImageSizeMismatchError, match="task 1: its original '/x.tif' is 71x68 pixels but the image "
+                                                     "annotators see is 70x68"):
+        sized.check_size((68, 71))
 
 
 @pytest.mark.parametrize("size", [{"height": 68}, {"height": 68, "width": "70"}, {"height": 0, "width": 70},
