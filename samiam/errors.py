@@ -40,6 +40,11 @@ class ConstantImageError(ImageError):
     """Every pixel has the same value: there is nothing to segment."""
 
 
+class ImageSizeMismatchError(ImageError):
+    """A task's full-range original decodes to another size than the image annotators see, so
+    masks made on it would not match that image pixel for pixel."""
+
+
 class NoImageSignalError(UnsupportedImageError):
     """A microscope file holds no 2-D image signal (only spectra, spectrum images or 4-D data)."""
 

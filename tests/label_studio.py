@@ -80,23 +80,37 @@ class LabelStudio:
         return response
 
 
-def _environment(port: int) -> dict[str, str]:
+def log_in(driver, url: str) -> None:
+    """Log the selenium ``driver`` in to Label Studio at ``url`` as the admin."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/user/login/")
+    driver.find_element(By.NAME, "email").send_keys(EMAIL)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+    deadline = time.monotonic() + 30
+    while "/user/login" in driver.current_url and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def _environment(port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false",
         "LATEST_VERSION_CHECK": "false", "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false",
         "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
-    })
+    }, **(extra or {}))
     return env
 
 
-def _start(executable: str, data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def _start(executable: str, data_dir: Path, port: int, log_path: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [executable, "start", "--no-browser", "--data-dir", str(data_dir), "--port", str(port),
              "--internal-host", "127.0.0.1", "--username", EMAIL, "--password", PASSWORD,
              "--user-token", TOKEN, "--enable-legacy-api-token"],
-            env=_environment(port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=_environment(port, env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _build_template(executable: str) -> None:
@@ -106,7 +120,7 @@ def _build_template(executable: str) -> None:
     port = free_port()
     process = _start(executable, staging, port, staging / "first-start.log")
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", 180, process)
+        wait_for(f"http://127.0.0.1:{port}/health", 600, process)  # migrations: minutes on a busy box
         # The admin user and its legacy token exist once the API answers with that token.
         deadline = time.monotonic() + 60
         while requests.get(f"http://127.0.0.1:{port}/api/projects", timeout=5,
@@ -119,7 +133,9 @@ def _build_template(executable: str) -> None:
     staging.rename(TEMPLATE)
 
 
-def start_label_studio(work_dir: Path) -> LabelStudio:
+def start_label_studio(work_dir: Path, env: dict[str, str] | None = None) -> LabelStudio:
+    """Label Studio on a free loopback port with a copy of the template's data; ``env`` adds
+    settings (e.g. ``LOCAL_FILES_SERVING_ENABLED``)."""
     executable = label_studio_bin()
     if executable is None:
         raise FileNotFoundError("label-studio not found: set SAMIAM_LABEL_STUDIO_BIN (.ci/run installs it)")
@@ -129,7 +145,7 @@ def start_label_studio(work_dir: Path) -> LabelStudio:
     shutil.copytree(TEMPLATE, data_dir)
     port = free_port()
     log_path = work_dir / "label-studio.log"
-    process = _start(executable, data_dir, port, log_path)
+    process = _start(executable, data_dir, port, log_path, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(url + "/health", 120, process)

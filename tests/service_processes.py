@@ -1,4 +1,4 @@
-"""`samiam worker` subprocesses for fault tests, drills and benchmarks, stopped by PID.
+"""`samiam worker` (and web tier) subprocesses for fault tests, drills and benchmarks, stopped by PID.
 
 Each worker runs in a session (and process group) of its own, so that a test can list what is
 left of a worker it SIGKILLed (:func:`session_processes`: nothing, as a worker forks no child),
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import redis
-from label_studio import stop
+from label_studio import free_port, stop
 from rq import Queue, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +27,18 @@ def start_worker(env: dict[str, str], name: str, log_path: Path) -> subprocess.P
         return subprocess.Popen([sys.executable, "-m", "samiam.cli", "worker", "--name", name], cwd=ROOT,
                                 env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def start_web(env: dict[str, str], work: Path, name: str) -> tuple[str, subprocess.Popen]:
+    """The web tier under gunicorn (2 gthread workers) on a free loopback port, logging to
+    ``work/NAME.log``; (its URL, the process)."""
+    port = free_port()
+    with open(work / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--worker-class", "gthread", "--threads", "8", "_wsgi:app"], cwd=ROOT, env=env,
+            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    return f"http://127.0.0.1:{port}", process
 
 
 def stop_all(processes: list[subprocess.Popen]) -> None:

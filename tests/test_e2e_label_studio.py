@@ -18,8 +18,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,16 +25,7 @@ import numpy as np
 import pytest
 import requests
 from browser import ARTIFACTS, headless_chromium, require_e2e
-from label_studio import (
-    EMAIL,
-    PASSWORD,
-    TOKEN,
-    free_port,
-    label_studio_bin,
-    start_label_studio,
-    stop,
-    wait_for,
-)
+from label_studio import TOKEN, label_studio_bin, log_in, start_label_studio, stop, wait_for
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,22 +47,12 @@ colour that must belong to its material (the rest: edges, rescaling, the brush's
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _gunicorn(env: dict, work: Path, name: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    with open(work / f"{name}.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--worker-class", "gthread", "--threads", "8", "_wsgi:app"], cwd=REPO, env=env,
-            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    return f"http://127.0.0.1:{port}", process
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
     require_e2e(shutil.which("redis-server") is not None, "redis-server")
     from redis_server import RedisServer
-    from service_processes import start_worker
+    from service_processes import start_web, start_worker
 
     work = tmp_path_factory.mktemp("e2e")
     processes = []
@@ -83,8 +62,8 @@ def stack(tmp_path_factory):
         studio = start_label_studio(work)
         env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
                    **ENGINE_ENV)
-        prompt, web = _gunicorn(env, work, "web")
-        late, late_web = _gunicorn({**env, "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
+        prompt, web = start_web(env, work, "web")
+        late, late_web = start_web({**env, "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
         processes += [web, late_web]
         processes.append(start_worker(env, "e2e-worker", work / "worker.log"))
         wait_for(prompt + "/health", 60, web)
@@ -224,13 +203,7 @@ def _screenshot_labeling_page(url: str, project_id: int, task_id: int, work: Pat
     driver = headless_chromium("1400,1000", work / "chromium-profile")
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        driver.get(url + "/user/login/")
-        driver.find_element(By.NAME, "email").send_keys(EMAIL)
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-        deadline = time.monotonic() + 30
-        while "/user/login" in driver.current_url and time.monotonic() < deadline:
-            time.sleep(0.3)
+        log_in(driver, url)
         driver.get(f"{url}/projects/{project_id}/data?task={task_id}")
         deadline, rect = time.monotonic() + 60, None
         while time.monotonic() < deadline:

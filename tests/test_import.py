@@ -13,14 +13,21 @@ from urllib.parse import quote, unquote
 import cv2
 import numpy as np
 import pytest
+import requests
 import tifffile
 from fake_label_studio import TOKEN, FakeLabelStudio
+from service_processes import wait_until
 from shared_data import formats_dir, velox_files
 from werkzeug.serving import make_server
 
 from samiam.cli import main
+from samiam.errors import ImageSizeMismatchError, RequestError
 from samiam.io import load_micrograph
+from samiam.labelstudio import projects
+from samiam.labelstudio.client import LabelStudioAccess
 from samiam.labelstudio.config import brush_label_config, parse_label_config
+from samiam.labelstudio.model import SamiamModel
+from samiam.labelstudio.request import TaskRequest
 from samiam.labelstudio.results import materials_from_results
 from samiam.labelstudio.tasks import segmentation_url
 from samiam.service import ServiceConfig, create_app
@@ -74,7 +81,7 @@ def test_import_fixtures_and_samples(tmp_path, capsys):
         view = cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         original = tifffile.imread(out / f"{name}.tif")
         assert view.dtype == np.uint8 and view.ndim == 2 and original.dtype == np.float32
-        assert view.shape == original.shape  # masks made on the original match the view
+        assert view.shape == original.shape == (data["height"], data["width"])  # masks on the original fit the view
         frame = int(name[-3:]) if ".frame" in name else None
         source_raw = tifffile.imread(folder / source) if source.endswith(".tiff") else None
         reread = load_micrograph(out / f"{name}.tif")  # the calibration travels with the TIFF
@@ -133,11 +140,36 @@ def test_brush_label_config_escapes_and_checks_labels():
             brush_label_config(bad)
 
 
-def test_the_backend_segments_the_original_when_the_task_names_one():
-    task = {"data": {"image": "/data/upload/1/x.png", "original": "/data/upload/1/x.tif"}}
-    assert segmentation_url(task, "image") == "/data/upload/1/x.tif"
-    assert segmentation_url({"data": {"image": "/data/upload/1/x.png"}}, "image") == "/data/upload/1/x.png"
-    assert segmentation_url({"data": {"image": "/u.png", "original": ""}}, "image") == "/u.png"
+def test_the_backend_segments_the_original_of_a_task_that_declares_the_shown_size():
+    sized = {"image": "/data/upload/1/x.png", "original": "/data/upload/1/x.tif", "height": 68, "width": 70}
+    assert segmentation_url({"data": sized}, "image") == ("/data/upload/1/x.tif", (68, 70))
+    unsized = {"image": "/data/upload/1/x.png", "original": "/data/upload/1/x.tif"}
+    assert segmentation_url({"data": unsized}, "image") == ("/data/upload/1/x.png", None)  # the PNG itself
+    assert segmentation_url({"data": {"image": "/u.png", "original": "", "height": 1, "width": 1}}, "image") \
+        == ("/u.png", None)
+    assert segmentation_url({"data": {"image": "/u.png", "width": "wide"}}, "image") == ("/u.png", None)
+
+
+def test_the_declared_size_travels_with_the_job():
+    body = {"label_config": brush_label_config(["SrTiO3"]), "tasks": [
+        {"id": 1, "data": {"image": "/x.png", "original": "/x.tif", "height": 68, "width": 70}},
+        {"id": 2, "data": {"image": "/y.png"}}]}
+    sized, plain = SamiamModel(Settings(), "v1").requests(body, lambda project: {})
+    assert [TaskRequest.from_json(r.to_json()) for r in (sized, plain)] == [sized, plain]
+    assert (sized.image_url, sized.image_size, plain.image_url, plain.image_size) == ("/x.tif", (68, 70), "/y.png", None)
+    sized.check_size((68, 70))
+    plain.check_size((5, 5))
+    with pytest.raises(ImageSizeMismatchError, match="task 1: its original '/x.tif' is 71x68 pixels but the image "
+                                                     "annotators see is 70x68"):
+        sized.check_size((68, 71))
+
+
+@pytest.mark.parametrize("size", [{"height": 68}, {"height": 68, "width": "70"}, {"height": 0, "width": 70},
+                                  {"height": True, "width": 70}, {"height": 68.5, "width": 70}])
+def test_a_malformed_declared_size_is_a_named_error(size):
+    task = {"id": 7, "data": {"image": "/x.png", "original": "/x.tif", **size}}
+    with pytest.raises(RequestError, match="task 7: data 'height' and 'width' must both be whole numbers"):
+        segmentation_url(task, "image")
 
 
 @pytest.fixture
@@ -220,3 +252,64 @@ def test_an_unreachable_backend_is_a_named_error(tmp_path, lab, monkeypatch, cap
         studio.close()
     error = capsys.readouterr().err
     assert "refused to connect the ML backend http://127.0.0.1:9" in error and "health check failed" in error
+
+
+def test_an_original_of_another_size_than_the_view_fails_its_task(tmp_path, lab, backend, monkeypatch):
+    """One task's original is swapped for a cropped one: that task fails with the named error and
+    gets no prediction. Another task without a declared size is segmented from its PNG."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    studio = FakeLabelStudio(document_root=tmp_path)
+    try:
+        out = tmp_path / "em"
+        assert main(["import", str(lab), "--out", str(out), "--label-studio", studio.url, "--labels", LABELS,
+                     "--backend", backend]) == 0
+        by_name = {unquote(t["data"]["image"].rsplit("/", 1)[-1]): t for t in studio.tasks.values()}
+        cropped, unsized = by_name["test_STEM_image.png"], by_name["128x128-TEM_search.png"]
+        original = out / "test_STEM_image.tif"
+        tifffile.imwrite(original, tifffile.imread(original)[:, :-3])  # 68x65, the PNG stays 68x68
+        del unsized["data"]["height"], unsized["data"]["width"]
+        projects.request_predictions(LabelStudioAccess(studio.url, TOKEN), 1)
+        # Not one result per task in the answer, so Label Studio stores none; the backend writes back its one.
+        [written] = wait_until(lambda: studio.predictions, 30, "the write-back of the unsized task's prediction")
+        assert written["task"] == unsized["id"] and cropped["predictions"] == []
+        assert set(studio.downloaded) == {cropped["data"]["original"], unsized["data"]["image"]}
+    finally:
+        studio.close()
+    [failure] = [t for t in requests.get(f"{backend}/jobs?project=1", timeout=5).json()["tasks"]
+                 if t["state"] == "failed"]
+    assert failure["task"] == cropped["id"]
+    assert "is 65x68 pixels but the image annotators see is 68x68" in failure["reason"]
+
+
+def test_smart_adds_keypoint_and_rectangle_tools_with_the_labels():
+    config = brush_label_config(["SrTiO3", "Ge"], smart=True)
+    assert parse_label_config(config).labels == ("SrTiO3", "Ge")  # the brush is still what samiam fills
+    from label_studio_sdk.label_interface import LabelInterface
+    tools = {control.tag: control for control in LabelInterface(config).controls}
+    assert set(tools) == {"BrushLabels", "KeyPointLabels", "RectangleLabels"}
+    for tag in ("KeyPointLabels", "RectangleLabels"):
+        assert tools[tag].attr.get("smart") == "true" and tools[tag].labels == ["SrTiO3", "Ge"]
+        assert tools[tag].to_name == ["image"]
+    assert "smart" not in brush_label_config(["SrTiO3", "Ge"])
+
+
+def test_a_cached_prediction_is_checked_against_the_declared_size(tmp_path, lab, backend, monkeypatch):
+    """A second task naming the same original, declaring a wrong size, is answered from the cache
+    (same bytes, same settings): the check runs there too."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", TOKEN)
+    studio = FakeLabelStudio(document_root=tmp_path)
+    try:
+        assert main(["import", str(lab), "--out", str(tmp_path / "em"), "--label-studio", studio.url,
+                     "--labels", LABELS, "--backend", backend, "--predict"]) == 0
+        good = next(t for t in studio.tasks.values() if t["data"]["image"].endswith("test_STEM_image.png"))
+        access = LabelStudioAccess(studio.url, TOKEN)
+        projects.import_tasks(access, 1, [{"data": {**good["data"], "width": 67}}])
+        projects.request_predictions(access, 1)
+        hits = {line.split()[0]: line.split()[1] for line in requests.get(f"{backend}/metrics", timeout=5).text
+                .splitlines() if not line.startswith("#")}["samiam_cache_hits_total"]
+    finally:
+        studio.close()
+    [failure] = [t for t in requests.get(f"{backend}/jobs?project=1", timeout=5).json()["tasks"]
+                 if t["state"] == "failed"]
+    assert failure["task"] == max(studio.tasks) and float(hits) == 1
+    assert "is 68x68 pixels but the image annotators see is 67x68" in failure["reason"]

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--label-studio", metavar="URL", help="also create a project in this Label Studio")
     parser.add_argument("--labels", help="the project's material labels, comma-separated, e.g. 'SrTiO3,Ge,Pt/C'")
     parser.add_argument("--title", help="project title (default: the folder's name)")
+    parser.add_argument("--smart", action="store_true",
+                        help="add smart KeyPointLabels and RectangleLabels tools (same labels) to the project: "
+                             "a click or box asks the backend for that region (auto-annotation)")
     parser.add_argument("--upload", action="store_true",
                         help="upload the PNGs instead of linking --out as local-files storage (tasks then hold "
                              "only the image: no pixel size, and the backend segments the 8-bit view)")
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 made_by[micrograph.name] = path
                 views = write_views(args.out, micrograph)
                 urls = [base + quote(file.name) for file in (views.png, views.original)]
-                tasks.append(import_task(*urls, source=str(path), signal=micrograph.signal,
+                tasks.append(import_task(*urls, size=micrograph.shape, source=str(path), signal=micrograph.signal,
                                          pixel_size=micrograph.pixel_size, pixel_unit=micrograph.pixel_unit))
                 pngs.append(views.png)
         except SamiamError as error:
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.label_studio is None:
-        extra = [flag for flag, given in (("--labels", args.labels), ("--upload", args.upload),
+        extra = [flag for flag, given in (("--labels", args.labels), ("--upload", args.upload), ("--smart", args.smart),
                                           ("--backend", args.backend), ("--predict", args.predict)) if given]
         if extra:
             raise SamiamError(f"{', '.join(extra)} need --label-studio URL")
@@ -105,7 +108,7 @@ def _set_up_project(args: argparse.Namespace, tasks: list[dict], pngs: list[Path
     from samiam.labelstudio.config import brush_label_config
 
     access = LabelStudioAccess(args.label_studio, os.environ[API_KEY_ENV])
-    config = brush_label_config(args.labels.split(","))
+    config = brush_label_config(args.labels.split(","), smart=args.smart)
     project = projects.create_project(access, args.title or args.folder.resolve().name, config)
     if args.upload:
         created = projects.upload_images(access, project, pngs)
@@ -114,7 +117,7 @@ def _set_up_project(args: argparse.Namespace, tasks: list[dict], pngs: list[Path
         created = projects.import_tasks(access, project, tasks)
     print(f"Label Studio project {project} at {args.label_studio}: {created} tasks")
     if args.backend:
-        backend = projects.connect_backend(access, project, args.backend)
+        backend = projects.connect_backend(access, project, args.backend, interactive=args.smart)
         print(f"connected the backend {args.backend} (ML backend {backend})")
     if args.predict:
         projects.request_predictions(access, project)

@@ -18,10 +18,16 @@ from lxml import etree
 
 from samiam.errors import LabelConfigError
 
+SMART_TOOLS = (("KeyPointLabels", "point"), ("RectangleLabels", "box"))
+"""The smart tools (tag, name) that ``smart=True`` adds: Label Studio sends each click or box
+drawn with them to the backend's ``/predict`` as interactive ``context``."""
 
-def brush_label_config(labels: Sequence[str]) -> str:
+
+def brush_label_config(labels: Sequence[str], smart: bool = False) -> str:
     """A labeling config with an ``<Image name="image" value="$image">`` and a
-    ``<BrushLabels name="tag">`` bound to it, with one ``<Label>`` per entry of ``labels``, XML-escaped.
+    ``<BrushLabels name="tag">`` bound to it, with one ``<Label>`` per entry of ``labels``, XML-escaped;
+    with ``smart``, also a ``smart="true"`` ``<KeyPointLabels name="point">`` and
+    ``<RectangleLabels name="box">`` with the same labels (:data:`SMART_TOOLS`).
 
     Raises :class:`LabelConfigError` for no labels, an empty label or a repeated one.
     """
@@ -32,8 +38,10 @@ def brush_label_config(labels: Sequence[str]) -> str:
     if repeated:
         raise LabelConfigError(f"labels must differ; repeated: {', '.join(repeated)}")
     lines = "".join(f"\n    <Label value={quoteattr(label)}/>" for label in labels)
-    return f'<View>\n  <Image name="image" value="$image"/>\n  <BrushLabels name="tag" toName="image">{lines}\n' \
-           f"  </BrushLabels>\n</View>"
+    tools = [("BrushLabels", "tag", "")] + [(tag, name, ' smart="true"') for tag, name in SMART_TOOLS if smart]
+    controls = "".join(f'  <{tag} name="{name}" toName="image"{extra}>{lines}\n  </{tag}>\n'
+                       for tag, name, extra in tools)
+    return f'<View>\n  <Image name="image" value="$image"/>\n{controls}</View>'
 
 
 EXAMPLE_CONFIG = brush_label_config(("Material 1", "Material 2"))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from samiam.errors import SamiamError, shown
+from samiam.io import load_micrograph
 from samiam.labelstudio.config import parse_label_config
 from samiam.labelstudio.request import TaskRequest, read_predict, resolve_overrides, setting_overrides
 from samiam.labelstudio.results import predictions_from_segmentation, versioned
@@ -76,11 +77,14 @@ def predict_task(engine: Engine, image: bytes, request: TaskRequest, settings: S
     resolved them, for its cache key, passes them). ``prototypes``: the project's labels learned
     from its annotations (regions then carry their names, and the model version their hash);
     None before any annotation. Raises :class:`SamiamError` when the engine finds no material
-    region (Label Studio would store the empty prediction).
+    region (Label Studio would store the empty prediction), :class:`ImageSizeMismatchError` when
+    ``image`` decodes to another size than ``request.image_size``.
     """
     settings = request.resolve(engine.settings) if settings is None else settings
     learned = prototypes.restrict(request.brush.labels) if prototypes is not None else None
-    segmentation = engine.segment(image, settings, prototypes=learned)
+    micrograph = load_micrograph(image, settings.image)
+    request.check_size(micrograph.shape)  # an imported task's original must match the PNG shown
+    segmentation = engine.segment(micrograph, settings, prototypes=learned)
     prediction = predictions_from_segmentation(segmentation.materials, segmentation.scores, request.brush,
                                                versioned(request.model_version, learned), segmentation.names,
                                                settings.naming.unnamed_score)

@@ -96,10 +96,13 @@ def upload_images(access: LabelStudioAccess, project: int, paths: Sequence[Path]
     return created
 
 
-def connect_backend(access: LabelStudioAccess, project: int, backend_url: str, title: str = "samiam") -> int:
-    """Connect the ML backend at ``backend_url`` to ``project``; returns the ML backend id."""
+def connect_backend(access: LabelStudioAccess, project: int, backend_url: str, title: str = "samiam",
+                    interactive: bool = False) -> int:
+    """Connect the ML backend at ``backend_url`` to ``project`` (``interactive``: it also answers
+    the smart tools' clicks); returns the ML backend id."""
     with _calling(f"connect the ML backend {backend_url} (it must answer /health and /setup)", access):
-        return int(_client(access).ml.create(project=project, url=backend_url, title=title).id)
+        return int(_client(access).ml.create(project=project, url=backend_url, title=title,
+                                             is_interactive=interactive).id)
 
 
 def request_predictions(access: LabelStudioAccess, project: int) -> None:

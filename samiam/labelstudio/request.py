@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from samiam.errors import RequestError, RequestTooLargeError, SettingsError, shown
+from samiam.errors import ImageSizeMismatchError, RequestError, RequestTooLargeError, SettingsError, shown
 from samiam.labelstudio.config import BrushConfig, parse_label_config
 from samiam.labelstudio.tasks import segmentation_url
 from samiam.settings import Settings
@@ -44,13 +44,27 @@ class TaskRequest:
     task_id: int
     image_url: str | None
     """What the worker segments: ``task["data"]["original"]`` (the full-range original of a task
-    made by ``samiam import``) or ``task["data"][brush.value_key]``, when a non-empty string, else
+    made by ``samiam import``, which declares the shown image's size) or ``task["data"][brush.value_key]``, when a non-empty string, else
     None (the task fails)."""
     brush: BrushConfig
     settings: Mapping[str, Any]
     """Checked setting overrides (dotted names, JSON values), the number of materials already
     bounded by the labels; apply them with :meth:`resolve`."""
     model_version: str
+    image_size: tuple[int, int] | None = None
+    """(height, width) that ``image_url`` must decode to: the shown PNG's size when the worker
+    segments an imported task's original (masks must match the PNG pixel for pixel); None when it
+    segments the shown image itself."""
+
+    def check_size(self, decoded: tuple[int, int]) -> None:
+        """Raise :class:`ImageSizeMismatchError` when ``image_size`` is declared and the image
+        decoded to another (height, width) ``decoded``."""
+        if self.image_size is not None and tuple(decoded) != tuple(self.image_size):
+            (height, width), (shown_height, shown_width) = decoded, self.image_size
+            raise ImageSizeMismatchError(
+                f"task {self.task_id}: its original {self.image_url!r:.120} is {width}x{height} pixels but the "
+                f"image annotators see is {shown_width}x{shown_height} (data 'width' and 'height'); masks made "
+                f"on it would not match that image. Re-run `samiam import`, or remove 'original' from the task")
 
     def resolve(self, base: Settings) -> Settings:
         """``base`` (the worker's settings) with this request's overrides."""
@@ -60,7 +74,8 @@ class TaskRequest:
         return {"project": self.project, "task_id": self.task_id, "image_url": self.image_url,
                 "brush": {"from_name": self.brush.from_name, "to_name": self.brush.to_name,
                           "value_key": self.brush.value_key, "labels": list(self.brush.labels)},
-                "settings": dict(self.settings), "model_version": self.model_version}
+                "settings": dict(self.settings), "model_version": self.model_version,
+                "image_size": list(self.image_size) if self.image_size else None}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TaskRequest:
@@ -68,7 +83,8 @@ class TaskRequest:
         return cls(project=data["project"], task_id=data["task_id"], image_url=data["image_url"],
                    brush=BrushConfig(brush["from_name"], brush["to_name"], brush["value_key"],
                                      tuple(brush["labels"])),
-                   settings=dict(data["settings"]), model_version=data["model_version"])
+                   settings=dict(data["settings"]), model_version=data["model_version"],
+                   image_size=tuple(data["image_size"]) if data.get("image_size") else None)
 
 
 def setting_overrides(value: Any, where: str) -> dict[str, Any]:
@@ -160,8 +176,8 @@ def read_predict(body: Mapping[str, Any], *, base: Settings, model_version: str,
     settings = resolve_overrides(base, brush, overrides)
     requests = []
     for task_id, task in zip(ids, tasks):
-        url = segmentation_url(task, brush.value_key)  # data["original"] (full range) of imported tasks
+        url, size = segmentation_url(task, brush.value_key)  # data["original"] (full range) of imported tasks
         requests.append(TaskRequest(project=project, task_id=task_id,
                                     image_url=url if isinstance(url, str) and url else None,
-                                    brush=brush, settings=settings, model_version=model_version))
+                                    brush=brush, settings=settings, model_version=model_version, image_size=size))
     return requests

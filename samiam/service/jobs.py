@@ -136,7 +136,10 @@ def _predict(runtime: Runtime, request: TaskRequest) -> dict:
     settings = request.resolve(runtime.config.settings)
     key = cache_key(image, settings, request.model_version, request.brush)
     prediction = runtime.cache.get(key)
-    if prediction is None:
+    if prediction is not None:  # made from these bytes: its regions have their decoded size
+        region = prediction["result"][0]
+        request.check_size((region["original_height"], region["original_width"]))
+    else:
         prediction = predict_image(runtime.engine(), image, request, settings)
         runtime.cache.put(key, prediction)
     return prediction
