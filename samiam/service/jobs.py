@@ -36,6 +36,7 @@ from samiam.labelstudio.delivery import delivery_key, find_delivered, key_of, st
 from samiam.labelstudio.model import SamiamModel
 from samiam.labelstudio.model import predict_task as predict_image
 from samiam.labelstudio.request import TaskRequest
+from samiam.labelstudio.results import versioned
 from samiam.service.access import label_studio_for
 from samiam.service.cache import PredictionCache, cache_key
 from samiam.service.config import ServiceConfig
@@ -51,6 +52,8 @@ class Dispatcher(Protocol):
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
         """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
     def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
+    def submit_lesson(self, lesson: dict) -> None:
+        """Run the learning job of ``lesson`` (:mod:`samiam.service.learning`)."""
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
@@ -70,10 +73,13 @@ class Runtime:
     """What jobs need in this process; the engine is built on first use, once."""
 
     def __init__(self, config: ServiceConfig, store: Store, dispatcher: Dispatcher,
-                 engine_factory: Callable[[ServiceConfig], Any] = load_engine):
+                 engine_factory: Callable[[ServiceConfig], Any] = load_engine, prototypes: Any = None):
+        from samiam.service.prototype_store import make_prototype_store
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
+        self.prototypes = prototypes if prototypes is not None else make_prototype_store(config, getattr(store, "redis", None))
+        """The projects' learned labels (:mod:`samiam.service.prototype_store`), in the store's Redis if any."""
         self.cache = PredictionCache(store, config.cache_ttl_s)
         self._engine_factory = engine_factory
         self._engine = None
@@ -134,10 +140,12 @@ def _predict(runtime: Runtime, request: TaskRequest) -> dict:
         raise ImageFetchError(f"task {request.task_id} has no image URL in data[{request.brush.value_key!r}]")
     image = fetch_image(request.image_url, access_for(runtime, request.project))
     settings = request.resolve(runtime.config.settings)
-    key = cache_key(image, settings, request.model_version, request.brush)
+    learned = runtime.prototypes.get(request.project)
+    version = versioned(request.model_version, learned.restrict(request.brush.labels) if learned else None)
+    key = cache_key(image, settings, version, request.brush)
     prediction = runtime.cache.get(key)
     if prediction is None:
-        prediction = predict_image(runtime.engine(), image, request, settings)
+        prediction = predict_image(runtime.engine(), image, request, settings, prototypes=learned)
         runtime.cache.put(key, prediction)
     return prediction
 
