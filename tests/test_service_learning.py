@@ -1,14 +1,13 @@
 """Learning each project's label names from the annotations Label Studio sends, in embedded and
 Redis mode: webhooks, prototypes per project, named predictions, versions, the CLI.
 
-A synthetic series (:mod:`samiam.synth`) with known materials plays the project: its images are
-served by the fake Label Studio, annotations are the ground truth encoded with the SDK's brush
-RLE, the engine is the weight-free one (classical proposer) through the real loading path.
+A synthetic series with known materials (:mod:`annotated_series`) plays the project: its images
+are served by the fake Label Studio, annotations are its ground truth in the SDK's brush RLE, the
+engine is the weight-free one (classical proposer).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -17,17 +16,14 @@ import numpy as np
 import pytest
 import redis
 import requests
+from annotated_series import CONFIG, LABELS, SERIES, brushes, png, right_names
 from fake_label_studio import TOKEN, FakeLabelStudio
-from label_studio_sdk.converter.brush import mask2rle
-from PIL import Image
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from service_helpers import counters, service_config
 
 from samiam.booster.prototypes import LabelPrototype, Prototypes
 from samiam.cli import main
-from samiam.labelstudio.config import brush_label_config
-from samiam.labelstudio.results import materials_from_results
 from samiam.service import create_app
 from samiam.service.prototype_store import (
     MemoryPrototypeStore,
@@ -38,37 +34,8 @@ from samiam.service.prototype_store import (
     put,
 )
 from samiam.service.worker import run_worker
-from samiam.synth.series import generate_series
 
-SERIES = generate_series(3, 1, 5, size=256)
-"""One sample, 4 materials (Ge, LaMnO3, SrTiO3, WO3), 5 images; the first 2 get annotated. The
-weight-free engine names 11 of its 11 regions in images 3-5 right after learning from them, 5
-of 11 zero-shot (measured when this test was written; the test checks both)."""
-LABELS = tuple(sorted(SERIES[0].names))
-CONFIG = brush_label_config(LABELS)
 SETUP = {"project": "1.1700000000", "schema": CONFIG, "access_token": TOKEN}
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _brushes(scene, names=None) -> list[dict]:
-    """The scene's ground truth as an annotator's brush strokes (one per material, SDK RLE)."""
-    height, width = scene.materials.shape[1:]
-    return [{"id": f"r{i}", "from_name": "tag", "to_name": "image", "type": "brushlabels",
-             "original_width": width, "original_height": height, "image_rotation": 0,
-             "value": {"format": "rle", "rle": mask2rle(mask.astype(np.uint8) * 255), "brushlabels": [name]}}
-            for i, (mask, name) in enumerate(zip(scene.materials, names or scene.names))]
-
-
-def _right_names(prediction: dict, scene) -> tuple[int, int]:
-    """(regions whose label is the ground-truth material they overlap most, regions)."""
-    masks, labels = materials_from_results(prediction["result"])
-    overlap = (masks[:, None] & scene.materials[None]).sum(axis=(2, 3))
-    return sum(scene.names[int(overlap[k].argmax())] == label for k, label in enumerate(labels)), len(labels)
 
 
 class Service:
@@ -83,7 +50,7 @@ class Service:
         headers = {"Authorization": f"Token {TOKEN}"}
         requests.post(f"{self.label_studio.url}/api/projects", json={"title": "series", "label_config": CONFIG},
                       headers=headers, timeout=5).raise_for_status()
-        tasks = [{"image": self.label_studio.add_file(f"scene{i}.png", _png(scene.image))}
+        tasks = [{"image": self.label_studio.add_file(f"scene{i}.png", png(scene.image))}
                  for i, scene in enumerate(SERIES)]
         requests.post(f"{self.label_studio.url}/api/projects/1/import", json=tasks, headers=headers,
                       timeout=5).raise_for_status()
@@ -115,7 +82,7 @@ class Service:
 
     def annotate(self, task_id: int, names=None, annotation_id: int | None = None,
                  action: str = "ANNOTATION_CREATED") -> dict:
-        annotation = self.label_studio.annotate(task_id, _brushes(SERIES[task_id - 1], names), annotation_id)
+        annotation = self.label_studio.annotate(task_id, brushes(SERIES[task_id - 1], names), annotation_id)
         self.send(action, annotation)
         return annotation
 
@@ -160,7 +127,7 @@ def embedded(tmp_path):
 # -- the webhook -------------------------------------------------------------------------------
 
 def test_webhook_answers_at_once_and_queues_the_lesson(service):
-    annotation = service.label_studio.annotate(1, _brushes(SERIES[0]))
+    annotation = service.label_studio.annotate(1, brushes(SERIES[0]))
     started = time.perf_counter()
     answer = service.send("ANNOTATION_CREATED", annotation)
     assert time.perf_counter() - started < 0.5  # Label Studio gives up after 1 s
@@ -175,7 +142,7 @@ def test_webhook_answers_at_once_and_queues_the_lesson(service):
     assert counters(service.client)["samiam_lessons_learned_total"] == 1
 
 
-def test_after_two_annotated_images_predictions_carry_the_right_names(service):
+def test_after_two_annotated_images_predictions_carry_theright_names(service):
     zero_shot = service.predict([3, 4, 5])
     assert {p["model_version"] for p in zero_shot} == {"test-v1"}
     for task_id in (1, 2):
@@ -186,8 +153,8 @@ def test_after_two_annotated_images_predictions_carry_the_right_names(service):
 
     learned = service.predict([3, 4, 5])
     assert {p["model_version"] for p in learned} == {version}  # Label Studio's skip rule: same as /setup
-    right, regions = np.sum([_right_names(p, scene) for p, scene in zip(learned, SERIES[2:])], axis=0)
-    before, _ = np.sum([_right_names(p, scene) for p, scene in zip(zero_shot, SERIES[2:])], axis=0)
+    right, regions = np.sum([right_names(p, scene) for p, scene in zip(learned, SERIES[2:])], axis=0)
+    before, _ = np.sum([right_names(p, scene) for p, scene in zip(zero_shot, SERIES[2:])], axis=0)
     assert right == regions and regions >= 9, (right, regions)
     assert before < regions  # zero-shot names follow config order: the learning made the difference
 
@@ -244,7 +211,7 @@ def test_a_deleted_annotation_is_forgotten_even_when_its_learning_job_runs_later
 
 
 def test_an_annotation_that_cannot_be_learned_is_recorded_not_raised(service):
-    bad = service.label_studio.annotate(1, _brushes(SERIES[0], names=["Quartz"] * len(SERIES[0].names)))
+    bad = service.label_studio.annotate(1, brushes(SERIES[0], names=["Quartz"] * len(SERIES[0].names)))
     service.send("ANNOTATION_CREATED", bad)
     service.drain()
     assert service.prototypes.get("1") is None
