@@ -32,6 +32,7 @@ from samiam.service.prototype_store import (
     delete,
     derive,
     put,
+    replace_all,
 )
 from samiam.service.worker import run_worker
 
@@ -224,7 +225,7 @@ def test_an_annotation_that_cannot_be_learned_is_recorded_not_raised(service):
 def _tiny_contribution(seed: int) -> dict:
     rng = np.random.default_rng(seed)
     label = LabelPrototype("Ge", rng.normal(size=(3, 4)).astype(np.float16).astype(np.float32), 3, 1)
-    return contribution(f"2026-01-01T00:00:{seed:02d}.000000+00:00", Prototypes("test", (4,), (label,)))
+    return contribution(f"2026-01-01T00:00:{seed % 60:02d}.000000+00:00", Prototypes("test", (4,), (label,)))
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
@@ -256,6 +257,17 @@ def test_concurrent_updates_of_one_project_lose_nothing(kind, tmp_path):
     finally:
         if server:
             server.stop()
+
+
+def test_a_rebuild_keeps_annotations_learned_while_it_read_label_studio():
+    store = MemoryPrototypeStore(256, 0)
+    store.update("1", put("1", _tiny_contribution(1)))  # learned before the rebuild: replaced
+    store.update("2", put("9", _tiny_contribution(9)))
+    store.update("1", put("3", _tiny_contribution(30)))  # learned while the rebuild read (at :20)
+    store.update("1", delete(["4"]))
+    store.update("1", replace_all({"2": _tiny_contribution(2)}, "2026-01-01T00:00:20.000000+00:00"))
+    assert set(store.contributions("1")) == {"2", "3"}
+    assert set(store.contributions("2")) == {"9"}
 
 
 def test_derived_prototypes_do_not_depend_on_the_order_of_arrival_and_keep_a_bounded_sample():

@@ -18,6 +18,7 @@ Each job counts ``lessons_learned`` or ``lessons_failed``; a failure is recorded
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from samiam.booster.prototypes import Prototypes, update
@@ -87,6 +88,7 @@ def rebuild_project(lesson: dict) -> dict:
 
     def work():
         brush = parse_label_config(lesson["label_config"])
+        read_since = timestamp(dt.datetime.now(dt.UTC), "now")
         contributions = {}
         for task, annotation in project_annotations(int(project), jobs.access_for(runtime, project)):
             url = segmentation_url(task, brush.value_key)
@@ -96,7 +98,7 @@ def rebuild_project(lesson: dict) -> dict:
             contributions[str(annotation["id"])] = _contribution(
                 runtime, project, url, brush, annotation.get("result") or [],
                 timestamp(annotation.get("updated_at") or annotation.get("created_at"), "annotation.updated_at"))
-        return runtime.prototypes.update(project, prototype_store.replace_all(contributions))
+        return runtime.prototypes.update(project, prototype_store.replace_all(contributions, read_since))
     return _run(lesson, "rebuilding from all annotations", work)
 
 

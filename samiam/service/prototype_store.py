@@ -9,7 +9,8 @@ contributions (:func:`derive`), so that
 * an updated annotation replaces its earlier contribution; one older than the stored one (a
   late delivery of the CREATED after the UPDATED) is ignored;
 * a deleted annotation leaves a *tombstone*, so that its learning job, if it runs later, adds
-  nothing; a rebuild (``START_TRAINING``) replaces the whole set;
+  nothing; a rebuild (``START_TRAINING``) replaces the whole set, except annotations learned
+  from webhooks while it was reading;
 * the result does not depend on the order in which contributions arrived: a rebuild from all
   the annotations equals the incremental result.
 
@@ -103,9 +104,15 @@ def delete(annotations: list[str]) -> Change:
     return lambda contributions: {**contributions, **dict.fromkeys(annotations, TOMBSTONE)}
 
 
-def replace_all(new: Contributions) -> Change:
-    """A rebuild: exactly ``new``, tombstones dropped."""
-    return lambda contributions: dict(new)
+def replace_all(new: Contributions, read_since: str) -> Change:
+    """A rebuild: ``new`` (every annotation read from Label Studio from time ``read_since`` on,
+    ISO 8601 UTC), plus the stored contributions of annotations updated after ``read_since``
+    that the reading missed; tombstones dropped."""
+    def change(contributions: Contributions) -> Contributions:
+        later = {k: v for k, v in contributions.items()
+                 if k not in new and not v.get("deleted") and v["updated_at"] > read_since}
+        return {**new, **later}
+    return change
 
 
 class MemoryPrototypeStore:
