@@ -73,13 +73,15 @@ class Runtime:
     """What jobs need in this process; the engine is built on first use, once."""
 
     def __init__(self, config: ServiceConfig, store: Store, dispatcher: Dispatcher,
-                 engine_factory: Callable[[ServiceConfig], Any] = load_engine, prototypes: Any = None):
+                 engine_factory: Callable[[ServiceConfig], Any] = load_engine):
+        # imported here: prototype_store imports redis_mode, which imports this module
         from samiam.service.prototype_store import make_prototype_store
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
-        self.prototypes = prototypes if prototypes is not None else make_prototype_store(config, getattr(store, "redis", None))
-        """The projects' learned labels (:mod:`samiam.service.prototype_store`), in the store's Redis if any."""
+        self.prototypes = make_prototype_store(config, getattr(store, "redis", None))
+        """The projects' learned labels (:mod:`samiam.service.prototype_store`), in the store's Redis
+        (a :class:`~samiam.service.redis_mode.RedisStore`'s connection), else in memory."""
         self.cache = PredictionCache(store, config.cache_ttl_s)
         self._engine_factory = engine_factory
         self._engine = None

@@ -2,8 +2,8 @@
 the web process (:class:`EmbeddedDispatcher`).
 
 One thread runs predictions and learning jobs (so inference is serialised and one engine,
-loaded on the first task, serves them all); another runs write-backs and waits between their retries without
-holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
+loaded on the first task, serves them all); another runs write-backs and waits between their
+retries without holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
 whose ``/predict`` went away unanswered (:func:`samiam.service.jobs.hand_over_expired`).
 Nothing survives a restart: this is the laptop mode of ``samiam serve``.
 """
