@@ -20,9 +20,10 @@ Every route needs ``Authorization: Token <TOKEN>`` (401 otherwise). The routes t
   ONE ``/predict`` with every selected task that has no prediction of the setup's model_version;
   stores the results when there is one per task; always 200 ``{"processed_items", "detail"}``.
 
-The routes a rebuild of learned labels reads (annotations are added with :meth:`FakeLabelStudio.annotate`):
+The routes the learning of label names reads (annotations are added with :meth:`FakeLabelStudio.annotate`):
 ``GET /api/tasks/?project=P&page=N&page_size=S[&only_annotated=true]`` -> ``{"tasks", "total", ...}``
-(404 past the last page, as Django's paginator); ``GET /api/tasks/<id>/annotations/`` -> a list.
+(404 past the last page, as Django's paginator); ``GET /api/tasks/<id>/annotations/`` -> a list;
+``GET /api/tasks/<id>/``, ``GET /api/projects/<id>/``, ``GET /api/annotations/<id>/`` -> the item (404 if none).
 """
 
 from __future__ import annotations
@@ -144,9 +145,13 @@ class FakeLabelStudio:
             return self._send(handler, 200, json.dumps(stored).encode())
         if parts.path.rstrip("/") == "/api/tasks":
             return self._list_tasks(handler, {key: values[0] for key, values in parse_qs(parts.query).items()})
-        if parts.path.startswith("/api/tasks/") and parts.path.rstrip("/").endswith("/annotations"):
-            found = self.tasks.get(int(parts.path.split("/")[3]))
+        route = parts.path.rstrip("/").split("/")
+        if route[:3] == ["", "api", "tasks"] and len(route) == 5 and route[4] == "annotations":
+            found = self.tasks.get(int(route[3]))
             return self._json(handler, 200 if found else 404, found["annotations"] if found else {})
+        if route[:2] == ["", "api"] and len(route) == 4 and route[2] in ("tasks", "projects", "annotations"):
+            found = self._find(route[2], int(route[3]))
+            return self._json(handler, 200 if found else 404, found or {"detail": "Not found."})
         if parts.path == "/data/local-files/":
             return self._get_local_file(handler, parse_qs(parts.query).get("d", [""])[0])
         if handler.path not in self.files:
@@ -166,6 +171,13 @@ class FakeLabelStudio:
                   for t in tasks[(page - 1) * size:page * size]]
         return self._json(handler, 200, {"tasks": chosen, "total": len(tasks), "total_annotations": 0,
                                          "total_predictions": 0})
+
+    def _find(self, kind: str, item_id: int) -> dict | None:
+        """Task, project or annotation ``item_id`` as ``GET /api/<kind>/<id>/`` shows it."""
+        with self._lock:
+            if kind == "annotations":
+                return next((a for t in self.tasks.values() for a in t["annotations"] if a["id"] == item_id), None)
+            return (self.tasks if kind == "tasks" else self.projects).get(item_id)
 
     def annotate(self, task_id: int, result: list[dict], annotation_id: int | None = None) -> dict:
         """Store an annotation of task ``task_id`` (a new one, or a new version of

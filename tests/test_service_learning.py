@@ -211,6 +211,21 @@ def test_a_deleted_annotation_is_forgotten_even_when_its_learning_job_runs_later
     assert service.prototypes.contributions("1")[str(dropped["id"])] == {"deleted": True}
 
 
+@pytest.mark.parametrize("forged", [{"id": 999, "task": 1}, {"id": None}])
+def test_a_forged_webhook_teaches_nothing_label_studio_does_not_hold(service, forged):
+    real = service.label_studio.annotate(1, brushes(SERIES[0]))
+    body = service.label_studio.webhook("ANNOTATION_CREATED", real)
+    if forged["id"] is None:  # a real annotation claimed for another project
+        body["project"]["id"] = 2
+    else:  # an annotation Label Studio never stored, with made-up labels
+        body["annotation"] = {**real, "id": forged["id"], "result": brushes(SERIES[0], list(reversed(SERIES[0].names)))}
+    assert service.client.post("/webhook", json=body).get_json()["status"] == "queued"
+    service.drain()
+    assert service.prototypes.get("1") is None and service.prototypes.get("2") is None
+    reason = service.app.extensions["samiam"]["store"].failures()[0]["reason"]
+    assert ("404" in reason) if forged["id"] else ("belongs to project 1" in reason), reason
+
+
 def test_an_annotation_that_cannot_be_learned_is_recorded_not_raised(service):
     bad = service.label_studio.annotate(1, brushes(SERIES[0], names=["Quartz"] * len(SERIES[0].names)))
     service.send("ANNOTATION_CREATED", bad)
@@ -333,17 +348,13 @@ def _changed(path: tuple, value) -> dict:
     (_changed(("project",), "1"), "'project' must be an object"),
     (_changed(("project", "id"), True), "project.id must be an integer"),
     (_changed(("project", "id"), -4), "project.id must be an integer"),
-    (_changed(("project", "label_config"), "<View/>"), "no <BrushLabels>"),
-    (_changed(("project", "label_config"), '<!DOCTYPE x [<!ENTITY e "e">]><View/>'), "document type"),
+    (_changed(("project", "id"), 2**64), "project.id must be an integer"),
     (_changed(("annotation",), None), "'annotation' must be an object"),
     (_changed(("annotation", "id"), "7"), "annotation.id must be an integer"),
-    (_changed(("annotation", "result"), {"rle": [1]}), "annotation.result must be a list of objects"),
-    (_changed(("annotation", "updated_at"), "yesterday"), "ISO 8601"),
-    (_changed(("task", "data"), "x"), "task.data must be an object"),
-    (_changed(("task", "data"), {"image": 5}), "holds no image URL"),
-    (_changed(("task", "id"), 2**64), "task.id must be an integer"),
+    (_changed(("annotation", "id"), 1.5), "annotation.id must be an integer"),
     ({"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": [{"id": None}]}, "annotations[].id"),
-    ({"action": "START_TRAINING", "project": {"id": 1}}, "labeling config"),
+    ({"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": {"id": 1}}, "list of objects"),
+    ({"action": "START_TRAINING", "project": ["1"]}, "'project' must be an object"),
 ])
 def test_hostile_webhook_bodies_get_400_with_the_reason(embedded, body, reason):
     answer = embedded.client.post("/webhook", json=body)

@@ -203,6 +203,29 @@ def task_predictions(task_id: int, access: LabelStudioAccess) -> list[dict]:
     return [{"id": p.id, "result": p.result, "model_version": p.model_version} for p in stored]
 
 
+def project_label_config(project: int, access: LabelStudioAccess) -> str:
+    """Project ``project``'s labeling config as Label Studio holds it (``GET /api/projects/{id}/``).
+
+    Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses.
+    """
+    stored = _sdk_call(f"cannot read project {project}", access, lambda sdk: sdk.projects.get(id=project))
+    return stored.label_config
+
+
+def read_annotation(annotation_id: int, access: LabelStudioAccess) -> tuple[dict, dict]:
+    """Label Studio's own copy of annotation ``annotation_id`` and of its task
+    (``GET /api/annotations/{id}/``, ``GET /api/tasks/{id}/``): ``(task {"id", "data", "project"},
+    annotation {"id", "result", "updated_at", "was_cancelled", ...})``.
+
+    Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses (404 for
+    an annotation it does not hold).
+    """
+    failed = f"cannot read annotation {annotation_id}"
+    annotation = _sdk_call(failed, access, lambda sdk: sdk.annotations.get(id=annotation_id))
+    task = _sdk_call(failed, access, lambda sdk: sdk.tasks.get(id=str(annotation.task)))
+    return {"id": task.id, "data": task.data, "project": task.project}, annotation.dict()
+
+
 PAGE_SIZE = 100
 """Tasks per page when a project's annotated tasks are listed."""
 

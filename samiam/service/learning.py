@@ -1,15 +1,18 @@
-"""The learning jobs: a project's label prototypes from the annotations Label Studio sends.
+"""The learning jobs: a project's label prototypes from the annotations Label Studio holds.
 
-The web tier turns a webhook into a *lesson* (:func:`samiam.labelstudio.webhooks.read_webhook`)
-and answers at once; the lesson runs here, on a worker that holds the engine (in embedded mode,
-on the prediction thread):
+The web tier turns a webhook into a *lesson* (:func:`samiam.labelstudio.webhooks.read_webhook`:
+which annotation or project changed) and answers at once; the lesson runs here, on a worker that
+holds the engine (in embedded mode, on the prediction thread). What is learned is read from Label
+Studio itself with the project's access (URL and key from ``/setup``, the key only to that
+origin), never taken from the webhook's body, which anyone reaching the backend could forge:
 
-* :func:`learn_annotation` — fetch the task's image through the safe fetcher with the project's
-  Label Studio access, decode the annotation's brush regions, embed crops inside each with the
-  engine's texture embedder, and store the result as that annotation's contribution
-  (:mod:`samiam.service.prototype_store`: replayed or late deliveries change nothing);
-* :func:`rebuild_project` — read every annotation of the project through Label Studio's API and
-  replace all its contributions;
+* :func:`learn_annotation` — read the annotation, its task and the project's labeling config
+  through Label Studio's API, fetch the task's image through the safe fetcher, decode the brush
+  regions, embed crops inside each with the engine's texture embedder, and store the result as
+  that annotation's contribution (:mod:`samiam.service.prototype_store`: replayed or late
+  deliveries change nothing);
+* :func:`rebuild_project` — the same for every annotation of the project, replacing all its
+  contributions;
 * :func:`forget_annotations` — tombstones for deleted annotations (no engine: the web tier runs it).
 
 Each job counts ``lessons_learned`` or ``lessons_failed``; a failure is recorded with its reason
@@ -20,29 +23,44 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from samiam.booster.prototypes import Prototypes, update
-from samiam.errors import SamiamError
+from samiam.errors import AnnotationError, SamiamError, shown
 from samiam.labelstudio.config import BrushConfig, parse_label_config
 from samiam.labelstudio.results import annotation_materials
-from samiam.labelstudio.webhooks import timestamp
+from samiam.labelstudio.tasks import segmentation_url
 from samiam.service import jobs, prototype_store
 
 log = logging.getLogger(__name__)
 
 
-def _contribution(runtime: jobs.Runtime, project: str, image_url: str, brush: BrushConfig, result: list,
-                  updated_at: str) -> dict:
-    """What one annotation teaches (:func:`prototype_store.contribution`)."""
+def timestamp(value: Any) -> str:
+    """An annotation's ``updated_at`` (ISO 8601 text or a datetime) as ISO 8601 in UTC, comparable as text."""
+    try:
+        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"updated_at must be an ISO 8601 time, not {shown(value)}") from None
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _contribution(runtime: jobs.Runtime, project: str, brush: BrushConfig, task: dict, annotation: dict) -> dict:
+    """What one annotation of ``task`` (both as Label Studio holds them) teaches
+    (:func:`prototype_store.contribution`)."""
     from samiam.io import load_micrograph
     from samiam.labelstudio.fetch import fetch_image
 
+    url = segmentation_url(task, brush.value_key)
+    if not isinstance(url, str) or not url:
+        raise AnnotationError(f"task {task['id']} has no image URL in data[{brush.value_key!r}]")
     engine = runtime.engine()
-    micrograph = load_micrograph(fetch_image(image_url, jobs.access_for(runtime, project)), engine.settings.image)
-    masks, labels = annotation_materials(result, brush, shape=micrograph.grey.shape)
+    micrograph = load_micrograph(fetch_image(url, jobs.access_for(runtime, project)), engine.settings.image)
+    masks, labels = annotation_materials(annotation.get("result") or [], brush, shape=micrograph.grey.shape)
     learned = update(Prototypes.empty(engine.embedder), micrograph.grey, masks, labels, engine.embedder,
                      engine.settings)
-    return prototype_store.contribution(updated_at, learned)
+    return prototype_store.contribution(timestamp(annotation.get("updated_at") or annotation.get("created_at")),
+                                        learned)
 
 
 def _run(lesson: dict, what: str, work) -> dict:
@@ -61,7 +79,7 @@ def _run(lesson: dict, what: str, work) -> dict:
         log.info("project %s: %s; prototypes now %s", project, what, version)
         return {"ok": True, "prototypes": version}
     store.incr("lessons_failed")
-    store.record_failure({"project": project, "task": lesson.get("task_id"), "state": "learning_failed",
+    store.record_failure({"project": project, "task": None, "state": "learning_failed",
                           "reason": reason})
     log.warning("project %s: %s", project, reason)
     return {"ok": False, "reason": reason}
@@ -69,35 +87,40 @@ def _run(lesson: dict, what: str, work) -> dict:
 
 def learn_annotation(lesson: dict) -> dict:
     """Learn from one annotation (a ``learn`` lesson); returns ``{"ok", "prototypes" | "reason"}``."""
+    from samiam.labelstudio.client import project_label_config, read_annotation
+
     runtime = jobs.current()
+    project, annotation_id = lesson["project"], lesson["annotation"]
 
     def work():
-        made = _contribution(runtime, lesson["project"], lesson["image_url"], parse_label_config(lesson["label_config"]),
-                             lesson["result"], lesson["updated_at"])
-        return runtime.prototypes.update(lesson["project"], prototype_store.put(lesson["annotation"], made))
-    return _run(lesson, f"learning annotation {lesson['annotation']} of task {lesson['task_id']}", work)
+        if runtime.prototypes.contributions(project).get(annotation_id) == prototype_store.TOMBSTONE:
+            return runtime.prototypes.get(project)  # deleted before its job ran
+        access = jobs.access_for(runtime, project)
+        task, annotation = read_annotation(int(annotation_id), access)
+        if str(task["project"]) != project:
+            raise AnnotationError(f"annotation {annotation_id} belongs to project {task['project']} in Label "
+                                  f"Studio, not to project {project}")
+        if annotation.get("was_cancelled"):
+            return runtime.prototypes.get(project)
+        brush = parse_label_config(project_label_config(int(project), access))
+        made = _contribution(runtime, project, brush, task, annotation)
+        return runtime.prototypes.update(project, prototype_store.put(annotation_id, made))
+    return _run(lesson, f"learning annotation {annotation_id}", work)
 
 
 def rebuild_project(lesson: dict) -> dict:
     """Rebuild a project's prototypes from all its annotations in Label Studio (a ``rebuild`` lesson)."""
-    from samiam.labelstudio.client import project_annotations
-    from samiam.labelstudio.tasks import segmentation_url
+    from samiam.labelstudio.client import project_annotations, project_label_config
 
     runtime = jobs.current()
     project = lesson["project"]
 
     def work():
-        brush = parse_label_config(lesson["label_config"])
-        read_since = timestamp(dt.datetime.now(dt.UTC), "now")
-        contributions = {}
-        for task, annotation in project_annotations(int(project), jobs.access_for(runtime, project)):
-            url = segmentation_url(task, brush.value_key)
-            if not isinstance(url, str) or not url:
-                log.warning("project %s: task %s has no image URL; its annotation is skipped", project, task["id"])
-                continue
-            contributions[str(annotation["id"])] = _contribution(
-                runtime, project, url, brush, annotation.get("result") or [],
-                timestamp(annotation.get("updated_at") or annotation.get("created_at"), "annotation.updated_at"))
+        access = jobs.access_for(runtime, project)
+        brush = parse_label_config(project_label_config(int(project), access))
+        read_since = timestamp(dt.datetime.now(dt.UTC))
+        contributions = {str(annotation["id"]): _contribution(runtime, project, brush, task, annotation)
+                         for task, annotation in project_annotations(int(project), access)}
         return runtime.prototypes.update(project, prototype_store.replace_all(contributions, read_since))
     return _run(lesson, "rebuilding from all annotations", work)
 
