@@ -223,7 +223,7 @@ def test_a_forged_webhook_teaches_nothing_label_studio_does_not_hold(service, fo
     service.drain()
     assert service.prototypes.get("1") is None and service.prototypes.get("2") is None
     reason = service.app.extensions["samiam"]["store"].failures()[0]["reason"]
-    assert ("404" in reason) if forged["id"] else ("belongs to project 1" in reason), reason
+    assert ("404" in reason) if forged["id"] else ("of project 1 in Label Studio" in reason), reason
 
 
 def test_an_annotation_that_cannot_be_learned_is_recorded_not_raised(service):
@@ -352,6 +352,9 @@ def _changed(path: tuple, value) -> dict:
     (_changed(("annotation",), None), "'annotation' must be an object"),
     (_changed(("annotation", "id"), "7"), "annotation.id must be an integer"),
     (_changed(("annotation", "id"), 1.5), "annotation.id must be an integer"),
+    (_changed(("task",), None), "'task' must be an object"),
+    (_changed(("task", "data"), "x"), "task.data must be an object"),
+    (_changed(("task", "id"), "1"), "task.id must be an integer"),
     ({"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": [{"id": None}]}, "annotations[].id"),
     ({"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": {"id": 1}}, "list of objects"),
     ({"action": "START_TRAINING", "project": ["1"]}, "'project' must be an object"),

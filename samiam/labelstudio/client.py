@@ -212,18 +212,17 @@ def project_label_config(project: int, access: LabelStudioAccess) -> str:
     return stored.label_config
 
 
-def read_annotation(annotation_id: int, access: LabelStudioAccess) -> tuple[dict, dict]:
-    """Label Studio's own copy of annotation ``annotation_id`` and of its task
-    (``GET /api/annotations/{id}/``, ``GET /api/tasks/{id}/``): ``(task {"id", "data", "project"},
-    annotation {"id", "result", "updated_at", "was_cancelled", ...})``.
+def read_annotation(annotation_id: int, access: LabelStudioAccess) -> dict:
+    """Label Studio's own copy of annotation ``annotation_id`` (``GET /api/annotations/{id}/``):
+    ``{"id", "task", "project", "result", "updated_at", "was_cancelled", ...}``. (Not its task:
+    ``GET /api/tasks/{id}/`` makes Label Studio ask the ML backend for a prediction of a task
+    without one, which a worker waiting for the answer cannot give.)
 
     Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses (404 for
     an annotation it does not hold).
     """
-    failed = f"cannot read annotation {annotation_id}"
-    annotation = _sdk_call(failed, access, lambda sdk: sdk.annotations.get(id=annotation_id))
-    task = _sdk_call(failed, access, lambda sdk: sdk.tasks.get(id=str(annotation.task)))
-    return {"id": task.id, "data": task.data, "project": task.project}, annotation.dict()
+    return _sdk_call(f"cannot read annotation {annotation_id}", access,
+                     lambda sdk: sdk.annotations.get(id=annotation_id)).dict()
 
 
 PAGE_SIZE = 100

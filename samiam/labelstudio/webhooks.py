@@ -4,13 +4,16 @@ Label Studio 1.23 posts every project event to the ML backend's ``/webhook`` (se
 ``shared/notes/label-studio-1.23-protocol.md``). Anyone who reaches the backend can post there,
 so a webhook is only a notice: it says *which* annotation or project changed, and the learning
 job reads the annotation, its task (the image URL) and the project's labeling config from Label
-Studio itself, through its API, with the project's key (:mod:`samiam.service.learning`). A forged
-body can at most make the worker read what Label Studio already holds.
+Studio itself, through its API, with the project's key (:mod:`samiam.service.learning`); only the
+task's data (the image URL) comes from the body, for the task Label Studio says the annotation
+belongs to. A forged body can at most make the worker read what Label Studio already holds, and
+pair a real annotation with another image that the fetch rules allow.
 
 :func:`read_webhook` checks the fields a lesson needs and raises :class:`RequestError` (400)
 naming the first one that is wrong. Lessons (``"kind"``):
 
-* ``learn`` (``ANNOTATION_CREATED``, ``ANNOTATION_UPDATED``): ``project``, ``annotation`` (ids as text);
+* ``learn`` (``ANNOTATION_CREATED``, ``ANNOTATION_UPDATED``): ``project``, ``annotation`` (ids as
+  text) and ``task`` (``{"id", "data"}``);
 * ``forget`` (``ANNOTATIONS_DELETED``, ``ANNOTATION_DELETED``): ``project``, ``annotations``;
 * ``rebuild`` (``START_TRAINING``, Label Studio's "Start training" button): ``project``.
 
@@ -59,7 +62,10 @@ def read_webhook(body: dict) -> dict | None:
                 "annotations": [str(_id(a.get("id"), "annotations[].id")) for a in annotations]}
     if action in REBUILD_EVENTS:
         return {"kind": "rebuild", "project": project_id}
-    annotation = _object(body, "annotation")
+    annotation, task = _object(body, "annotation"), _object(body, "task")
     if annotation.get("was_cancelled") is True:
         return None
-    return {"kind": "learn", "project": project_id, "annotation": str(_id(annotation.get("id"), "annotation.id"))}
+    if not isinstance(task.get("data"), dict):
+        raise RequestError(f"webhook {action}: task.data must be an object")
+    return {"kind": "learn", "project": project_id, "annotation": str(_id(annotation.get("id"), "annotation.id")),
+            "task": {"id": _id(task.get("id"), "task.id"), "data": task["data"]}}

@@ -4,10 +4,11 @@ The web tier turns a webhook into a *lesson* (:func:`samiam.labelstudio.webhooks
 which annotation or project changed) and answers at once; the lesson runs here, on a worker that
 holds the engine (in embedded mode, on the prediction thread). What is learned is read from Label
 Studio itself with the project's access (URL and key from ``/setup``, the key only to that
-origin), never taken from the webhook's body, which anyone reaching the backend could forge:
+origin), not taken from the webhook's body, which anyone reaching the backend could forge:
 
-* :func:`learn_annotation` — read the annotation, its task and the project's labeling config
-  through Label Studio's API, fetch the task's image through the safe fetcher, decode the brush
+* :func:`learn_annotation` — read the annotation and the project's labeling config through Label
+  Studio's API (the task's image URL from the webhook, for the task the annotation belongs to),
+  fetch the image through the safe fetcher, decode the brush
   regions, embed crops inside each with the engine's texture embedder, and store the result as
   that annotation's contribution (:mod:`samiam.service.prototype_store`: replayed or late
   deliveries change nothing);
@@ -96,14 +97,15 @@ def learn_annotation(lesson: dict) -> dict:
         if runtime.prototypes.contributions(project).get(annotation_id) == prototype_store.TOMBSTONE:
             return runtime.prototypes.get(project)  # deleted before its job ran
         access = jobs.access_for(runtime, project)
-        task, annotation = read_annotation(int(annotation_id), access)
-        if str(task["project"]) != project:
-            raise AnnotationError(f"annotation {annotation_id} belongs to project {task['project']} in Label "
-                                  f"Studio, not to project {project}")
+        annotation = read_annotation(int(annotation_id), access)
+        if str(annotation.get("project")) != project or annotation.get("task") != lesson["task"]["id"]:
+            raise AnnotationError(f"annotation {annotation_id} belongs to task {annotation.get('task')} of project "
+                                  f"{annotation.get('project')} in Label Studio, not to task {lesson['task']['id']} "
+                                  f"of project {project}")
         if annotation.get("was_cancelled"):
             return runtime.prototypes.get(project)
         brush = parse_label_config(project_label_config(int(project), access))
-        made = _contribution(runtime, project, brush, task, annotation)
+        made = _contribution(runtime, project, brush, lesson["task"], annotation)
         return runtime.prototypes.update(project, prototype_store.put(annotation_id, made))
     return _run(lesson, f"learning annotation {annotation_id}", work)
 
