@@ -8,11 +8,14 @@ A project with the 4 materials of a synthetic series as its labels and 5 of the 
 2. once the worker has learned both, "Retrieve predictions" for the 3 other tasks: every region
    carries the name of the material it covers, and the model version is the learned one;
 3. headless Chromium opens one of them in the labeling page; the screenshot (named pre-labels)
-   is kept under ``test-artifacts/`` (``docs/img/naming-prelabels.png`` is a copy).
+   is kept under ``test-artifacts/`` (``docs/img/naming-prelabels.png`` is a copy);
+4. the project's prototypes are deleted (``samiam prototypes delete``) and Label Studio's "Start
+   training" (``POST /api/ml/{id}/train``) rebuilds them, the same, from its annotations.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -31,6 +34,8 @@ from test_e2e_label_studio import (
     _screenshot_labeling_page,
     _setup_model_version,
 )
+
+from samiam.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -70,7 +75,7 @@ def stack(tmp_path_factory):
         while not requests.get(backend + "/health", timeout=5).json()["ready"]:
             assert time.monotonic() < ready_by, (work / "worker.log").read_text()
             time.sleep(0.3)
-        yield {"studio": studio, "backend": backend, "work": work}
+        yield {"studio": studio, "backend": backend, "work": work, "redis_url": redis.url}
     finally:
         for process in processes:
             stop(process)
@@ -84,7 +89,7 @@ def _lessons_learned(backend: str) -> float:
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("samiam_lessons_learned_total"))
 
 
-def test_annotations_teach_label_studio_projects_their_names(stack):
+def test_annotations_teach_label_studio_projects_their_names(stack, monkeypatch, capsys):
     studio, backend = stack["studio"], stack["backend"]
     config = _config()
     project = studio.api("POST", "/api/projects/", json={"title": "samiam naming", "label_config": config}).json()["id"]
@@ -92,16 +97,14 @@ def test_annotations_teach_label_studio_projects_their_names(stack):
     studio.api("POST", f"/api/projects/{project}/import", files=files)
     tasks = studio.api("GET", f"/api/tasks?project={project}").json()["tasks"]
     task_of = {i: next(t["id"] for t in tasks if t["data"]["image"].endswith(f"-scene{i}.png")) for i in range(5)}
-    studio.api("POST", "/api/ml", json={"url": backend, "project": project, "title": "samiam", "is_interactive": False})
+    ml = studio.api("POST", "/api/ml", json={"url": backend, "project": project, "title": "samiam",
+                                            "is_interactive": False}).json()["id"]
     zero_shot_version = _setup_model_version(studio, project)
 
     for i in (0, 1):  # Label Studio posts ANNOTATION_CREATED to the backend's /webhook
         studio.api("POST", f"/api/tasks/{task_of[i]}/annotations/",
                    json={"result": brushes(SERIES[i]), "was_cancelled": False, "ground_truth": False})
-    deadline = time.monotonic() + 120
-    while _lessons_learned(backend) < 2:
-        assert time.monotonic() < deadline, (stack["work"] / "worker.log").read_text()[-3000:]
-        time.sleep(0.5)
+    _wait_for_lessons(stack, 2)
 
     stored = _retrieve_predictions(studio, project, [task_of[i] for i in (2, 3, 4)])
     version = _setup_model_version(studio, project)
@@ -112,3 +115,25 @@ def test_annotations_teach_label_studio_projects_their_names(stack):
 
     _screenshot_labeling_page(studio.url, project, task_of[2], stack["work"])
     shutil.copyfile(SCREENSHOT, NAMED_SCREENSHOT)
+
+    # "Start training": deleted prototypes come back, the same, from the annotations in Label Studio.
+    monkeypatch.setenv("REDIS_URL", stack["redis_url"])
+    learned = _shown(capsys, project)
+    assert main(["prototypes", "delete", "--project", str(project)]) == 0 and _shown(capsys, project)["version"] is None
+    studio.api("POST", f"/api/ml/{ml}/train", json={})
+    _wait_for_lessons(stack, 3)
+    assert _shown(capsys, project) == learned
+
+
+def _wait_for_lessons(stack: dict, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while _lessons_learned(stack["backend"]) < count:
+        assert time.monotonic() < deadline, (stack["work"] / "worker.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def _shown(capsys, project: int) -> dict:
+    """``samiam prototypes show`` of ``project``."""
+    capsys.readouterr()
+    assert main(["prototypes", "show", "--project", str(project)]) == 0
+    return json.loads(capsys.readouterr().out)
