@@ -80,7 +80,7 @@ def _run(lesson: dict, what: str, work) -> dict:
         log.info("project %s: %s; prototypes now %s", project, what, version)
         return {"ok": True, "prototypes": version}
     store.incr("lessons_failed")
-    store.record_failure({"project": project, "task": None, "state": "learning_failed",
+    store.record_failure({"project": project, "task": lesson.get("task", {}).get("id", "-"), "state": "learning_failed",
                           "reason": reason})
     log.warning("project %s: %s", project, reason)
     return {"ok": False, "reason": reason}
