@@ -47,7 +47,7 @@ def timestamp(value: Any) -> str:
 
 
 def _contribution(runtime: jobs.Runtime, project: str, brush: BrushConfig, task: dict, annotation: dict) -> dict:
-    """What one annotation of ``task`` (both as Label Studio holds them) teaches
+    """What ``annotation`` (as Label Studio holds it) of ``task`` (``{"id", "data"}``) teaches
     (:func:`prototype_store.contribution`)."""
     from samiam.io import load_micrograph
     from samiam.labelstudio.fetch import fetch_image
@@ -121,8 +121,12 @@ def rebuild_project(lesson: dict) -> dict:
         access = jobs.access_for(runtime, project)
         brush = parse_label_config(project_label_config(int(project), access))
         read_since = timestamp(dt.datetime.now(dt.UTC))
-        contributions = {str(annotation["id"]): _contribution(runtime, project, brush, task, annotation)
-                         for task, annotation in project_annotations(int(project), access)}
+        contributions = {}
+        for task, annotation in project_annotations(int(project), access):
+            try:
+                contributions[str(annotation["id"])] = _contribution(runtime, project, brush, task, annotation)
+            except AnnotationError as error:  # one unreadable annotation must not stop the rebuild
+                log.warning("project %s: rebuild skips annotation %s: %s", project, annotation["id"], error)
         return runtime.prototypes.update(project, prototype_store.replace_all(contributions, read_since))
     return _run(lesson, "rebuilding from all annotations", work)
 
