@@ -15,7 +15,7 @@ import sys
 
 from samiam.errors import SamiamError
 
-COMMANDS = ("segment", "import_", "synth", "evaluate", "weights", "serve", "worker")
+COMMANDS = ("segment", "import_", "synth", "evaluate", "weights", "serve", "worker", "prototypes")
 
 DESCRIPTION = ("Zero-shot material segmentation of electron micrographs (SAM + semantic booster), "
                "from the command line or as a Label Studio ML backend.")

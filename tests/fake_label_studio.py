@@ -24,12 +24,18 @@ The routes ``samiam import`` uses (trailing slashes optional, as the SDK adds th
 * ``POST /api/dm/actions?id=retrieve_tasks_predictions&project=<id>`` -> health and setup, then
   ONE ``/predict`` with every selected task that has no prediction of the setup's model_version;
   stores the results when there is one per task; always 200 ``{"processed_items", "detail"}``.
+
+The routes the learning of label names reads (annotations are added with :meth:`FakeLabelStudio.annotate`):
+``GET /api/tasks/?project=P&page=N&page_size=S[&only_annotated=true]`` -> ``{"tasks", "total", ...}``
+(404 past the last page, as Django's paginator); ``GET /api/tasks/<id>/annotations/`` -> a list;
+``GET /api/tasks/<id>/``, ``GET /api/projects/<id>/``, ``GET /api/annotations/<id>/`` -> the item (404 if none).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import email.parser
 import email.policy
 import io
@@ -61,6 +67,11 @@ PROJECT = "1.1700000000"
 def task(task_id: int, url: str) -> dict:
     """A task of project 1 as Label Studio sends it to /predict (the fields the backend reads)."""
     return {"id": task_id, "data": {"image": url}, "project": 1, "annotations": [], "predictions": []}
+
+
+def _now() -> str:
+    """Label Studio's time stamps: ISO 8601 with microseconds, in UTC."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def two_texture_png(height: int, width: int) -> bytes:
@@ -155,10 +166,18 @@ class FakeLabelStudio:
             with self._lock:
                 stored = [self._stored(i) for i in self._by_task.get(task_id, [])]
             return self._send(handler, 200, json.dumps(stored).encode())
+        if parts.path.rstrip("/") == "/api/tasks":
+            return self._list_tasks(handler, {key: values[0] for key, values in parse_qs(parts.query).items()})
+        route = parts.path.rstrip("/").split("/")
+        if route[:3] == ["", "api", "tasks"] and len(route) == 5 and route[4] == "annotations":
+            found = self.tasks.get(int(route[3]))
+            return self._json(handler, 200 if found else 404, found["annotations"] if found else {})
+        if route[:2] == ["", "api"] and len(route) == 4 and route[2] in ("tasks", "projects", "annotations"):
+            found = self._find(route[2], int(route[3]))
+            return self._json(handler, 200 if found else 404, found or {"detail": "Not found."})
         if parts.path == "/data/local-files/":
             return self._get_local_file(handler, parse_qs(parts.query).get("d", [""])[0])
-        route = parts.path.split("/")
-        if len(route) == 5 and route[1] == "tasks" and route[3] == "presign" and route[4] == "":
+        if len(route) == 4 and route[1] == "tasks" and route[3] == "presign":
             return self._presign(handler, route[2], parse_qs(parts.query).get("fileuri"))
         if handler.path not in self.files:
             return self._send(handler, 404, b'{"detail": "Not found."}')
@@ -186,6 +205,44 @@ class FakeLabelStudio:
         handler.send_header("Content-Length", "0")
         handler.end_headers()
         return None
+
+    def _list_tasks(self, handler, query: dict) -> None:
+        with self._lock:
+            tasks = [t for t in self.tasks.values() if str(t["project"]) == query.get("project")
+                     and (query.get("only_annotated") != "true" or t["annotations"])]
+        page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
+        if page > 1 and (page - 1) * size >= len(tasks):
+            return self._send(handler, 404, b'{"detail": "Invalid page."}')
+        chosen = [{"id": t["id"], "data": t["data"], "project": t["project"]}
+                  for t in tasks[(page - 1) * size:page * size]]
+        return self._json(handler, 200, {"tasks": chosen, "total": len(tasks), "total_annotations": 0,
+                                         "total_predictions": 0})
+
+    def _find(self, kind: str, item_id: int) -> dict | None:
+        """Task, project or annotation ``item_id`` as ``GET /api/<kind>/<id>/`` shows it."""
+        with self._lock:
+            if kind == "annotations":
+                return next((a for t in self.tasks.values() for a in t["annotations"] if a["id"] == item_id), None)
+            return (self.tasks if kind == "tasks" else self.projects).get(item_id)
+
+    def annotate(self, task_id: int, result: list[dict], annotation_id: int | None = None) -> dict:
+        """Store an annotation of task ``task_id`` (a new one, or a new version of
+        ``annotation_id``); returns it as Label Studio's webhooks and API show it."""
+        with self._lock:
+            stored = self.tasks[task_id]["annotations"]
+            annotation_id = annotation_id or 1 + sum(len(t["annotations"]) for t in self.tasks.values())
+            annotation = {"id": annotation_id, "task": task_id, "project": self.tasks[task_id]["project"],
+                          "result": result, "was_cancelled": False, "completed_by": 1,
+                          "created_at": _now(), "updated_at": _now()}
+            stored[:] = [a for a in stored if a["id"] != annotation_id] + [annotation]
+            return annotation
+
+    def webhook(self, action: str, annotation: dict) -> dict:
+        """The body Label Studio posts to ``<backend>/webhook`` for ``action`` on ``annotation``."""
+        task = self.tasks[annotation["task"]]
+        project = self.projects.get(task["project"]) or {"id": task["project"], "label_config": LABEL_CONFIG}
+        return {"action": action, "annotation": annotation, "task": {"id": task["id"], "data": task["data"]},
+                "project": {"id": project["id"], "label_config": project["label_config"]}}
 
     def _count_download(self, path: str) -> None:
         with self._lock:

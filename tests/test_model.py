@@ -174,8 +174,6 @@ def test_predict_task_names_regions_from_learned_prototypes():
     assert prediction["model_version"] == f"samiam-test+p{learned.restrict(('A', 'B')).version}"
 
 
-@pytest.mark.parametrize("event", ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "START_TRAINING", "PROJECT_UPDATED"])
-def test_fit_acknowledges_and_ignores(event):
-    answer = SamiamModel(CLASSICAL, "v").fit(event, {"project": {"id": 3}, "annotation": {"id": 1}})
-    assert answer["status"] == "ignored"
-    assert ("zero-shot" in answer["reason"]) == (event != "PROJECT_UPDATED")
+@pytest.mark.parametrize("event", ["PROJECT_UPDATED", "TASKS_CREATED"])
+def test_fit_ignores_events_that_teach_nothing(event):
+    assert SamiamModel(CLASSICAL, "v").fit({"action": event, "project": {"id": 3}}) is None

@@ -213,8 +213,9 @@ def test_bad_predict_requests_get_400_with_a_message(make_app, body, message):
 def test_webhook_versions_and_unknown_routes(make_app):
     client = make_app().test_client()
     started = time.perf_counter()
-    answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
-    assert answer.status_code == 200 and time.perf_counter() - started < 1.0
+    answer = client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}})
+    assert answer.status_code == 200 and answer.get_json()["status"] == "ignored"
+    assert time.perf_counter() - started < 1.0
     assert client.get("/versions").get_json() == {"versions": ["test-v1"]}
     assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
     assert client.get("/jobs").status_code == 400
@@ -476,7 +477,9 @@ FUZZ_BODIES = {
                  "label_config": LABEL_CONFIG, "project": PROJECT, "params": {"samiam": {"merging.materials": 2}}},
     "/setup": {"project": "1.1", "schema": LABEL_CONFIG, "hostname": "http://127.0.0.1:9",
                "access_token": TOKEN, "extra_params": {"merging.materials": 1}},
-    "/webhook": {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"id": 3, "result": []}},
+    "/webhook": {"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": LABEL_CONFIG},
+                 "task": {"id": 1, "data": {"image": "/data/upload/1/a.png"}},
+                 "annotation": {"id": 3, "result": [], "updated_at": "2026-01-01T00:00:00Z"}},
 }
 
 

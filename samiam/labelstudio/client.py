@@ -204,3 +204,55 @@ def task_predictions(task_id: int, access: LabelStudioAccess) -> list[dict]:
     stored = _sdk_call(f"cannot list the predictions of task {task_id}", access,
                        lambda sdk: sdk.predictions.list(task=task_id))
     return [{"id": p.id, "result": p.result, "model_version": p.model_version} for p in stored]
+
+
+def project_label_config(project: int, access: LabelStudioAccess) -> str:
+    """Project ``project``'s labeling config as Label Studio holds it (``GET /api/projects/{id}/``).
+
+    Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses.
+    """
+    stored = _sdk_call(f"cannot read project {project}", access, lambda sdk: sdk.projects.get(id=project))
+    return stored.label_config
+
+
+def read_annotation(annotation_id: int, access: LabelStudioAccess) -> dict:
+    """Label Studio's own copy of annotation ``annotation_id`` (``GET /api/annotations/{id}/``):
+    ``{"id", "task", "project", "result", "updated_at", "was_cancelled", ...}``. (Not its task:
+    ``GET /api/tasks/{id}/`` makes Label Studio ask the ML backend for a prediction of a task
+    without one, which a worker waiting for the answer cannot give.)
+
+    Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses (404 for
+    an annotation it does not hold).
+    """
+    return _sdk_call(f"cannot read annotation {annotation_id}", access,
+                     lambda sdk: sdk.annotations.get(id=annotation_id)).dict()
+
+
+PAGE_SIZE = 100
+"""Tasks per page when a project's annotated tasks are listed."""
+
+
+def project_annotations(project: int, access: LabelStudioAccess) -> list[tuple[dict, dict]]:
+    """Every annotation of project ``project`` that was not cancelled, with its task, as
+    ``(task {"id", "data"}, annotation {"id", "result", "updated_at", ...})`` pairs: the
+    annotated tasks page by page (``GET /api/tasks/?project=P&only_annotated=true``), then each
+    one's annotations (``GET /api/tasks/{id}/annotations/``).
+
+    Raises :class:`WriteBackError` when Label Studio is unknown, unreachable or refuses.
+    """
+    failed = f"cannot read the annotations of project {project}"
+
+    def page(number: int):
+        return _sdk_call(failed, access, lambda sdk: sdk.tasks.list(
+            project=project, page=number, page_size=PAGE_SIZE, only_annotated=True, fields="task_only"))
+
+    first = page(1)
+    tasks = list(first.items or [])
+    for number in range(2, -(-int(first.response.total) // PAGE_SIZE) + 1):
+        tasks += page(number).items or []
+    pairs = []
+    for task in tasks:
+        stored = _sdk_call(failed, access, lambda sdk, task_id=task.id: sdk.annotations.list(id=task_id))
+        pairs += [({"id": task.id, "data": task.data}, annotation.dict()) for annotation in stored
+                  if not annotation.was_cancelled]
+    return pairs

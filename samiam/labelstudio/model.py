@@ -2,7 +2,8 @@
 
 :class:`SamiamModel` holds Label Studio's three calls as the web tier needs them, without ever
 loading a model: ``setup`` (check a project's labeling config and ``extra_params``),
-``requests`` (turn a ``/predict`` body into :class:`TaskRequest` s) and ``fit`` (webhooks).
+``requests`` (turn a ``/predict`` body into :class:`TaskRequest` s) and ``fit`` (a webhook
+into a lesson for the learning jobs of :mod:`samiam.service.learning`).
 :func:`predict_task` is the worker's side: one task's image through the loaded engine into
 brush regions. A new path through this code (an interactive click, label names learned from
 annotations) adds a field to :class:`TaskRequest` and a branch here.
@@ -19,6 +20,7 @@ from samiam.io import load_micrograph
 from samiam.labelstudio.config import parse_label_config
 from samiam.labelstudio.request import TaskRequest, read_predict, resolve_overrides, setting_overrides
 from samiam.labelstudio.results import predictions_from_segmentation, versioned
+from samiam.labelstudio.webhooks import read_webhook
 from samiam.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,9 +28,6 @@ if TYPE_CHECKING:
     from samiam.pipeline import Engine
 
 log = logging.getLogger(__name__)
-
-TRAINING_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "START_TRAINING")
-
 
 class SamiamModel:
     """Zero-shot material segmentation as a Label Studio ML backend model."""
@@ -57,16 +56,20 @@ class SamiamModel:
         overrides = setting_overrides(overrides, "overrides")
         return self.settings.replace(resolve_overrides(self.settings, parse_label_config(label_config), overrides))
 
-    def fit(self, event: Any, data: dict) -> dict:
-        """Acknowledge a webhook event. samiam is zero-shot: annotations do not train anything."""
-        if event in TRAINING_EVENTS:
-            reason = "samiam is zero-shot; annotations are not used for training"
-        else:
-            reason = f"event {shown(event)} is not handled"
-        project = data.get("project")
-        project = project.get("id") if isinstance(project, dict) else project
-        log.info("webhook %.60r for project %.40r ignored: %s", event, project, reason)
-        return {"status": "ignored", "reason": reason}
+    def fit(self, body: Mapping[str, Any]) -> dict | None:
+        """The lesson of a webhook ``body`` (:func:`samiam.labelstudio.webhooks.read_webhook`):
+        what to learn from an annotation, to forget, or to rebuild; None when the event teaches
+        nothing. Raises ``RequestError`` or ``LabelConfigError`` (400) for a malformed body."""
+        lesson = read_webhook(dict(body))
+        if lesson is None:
+            log.info("webhook %s ignored: nothing to learn from it", shown(body.get("action")))
+        return lesson
+
+    def model_version_for(self, label_config: Any, prototypes: Prototypes | None) -> str:
+        """The model version of this project's predictions (what ``/setup`` answers, so that
+        Label Studio asks again for tasks predicted before its prototypes changed)."""
+        learned = prototypes.restrict(parse_label_config(label_config).labels) if prototypes is not None else None
+        return versioned(self.model_version, learned)
 
 
 def predict_task(engine: Engine, image: bytes, request: TaskRequest, settings: Settings | None = None,

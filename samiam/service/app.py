@@ -8,6 +8,10 @@ Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, 
 (Label Studio's), ``GET /metrics`` (Prometheus), ``GET /jobs?project=ID`` (task states),
 ``GET /`` (HTML status page).
 
+``/webhook`` learns each project's label names from its annotations (see
+:mod:`samiam.service.learning`): it checks the body, queues the lesson and answers at once;
+``/setup`` answers the project's model version, which changes with its learned prototypes.
+
 Every body and header is untrusted: bad input answers 400 (413 when too large) with the reason,
 never 500. The Label Studio protocol (tasks, labeling config, setting overrides) is read by
 :mod:`samiam.labelstudio.request`, once per request; what ``/setup`` may change about where
@@ -45,6 +49,8 @@ from samiam.service import jobs, prometheus, status_page
 from samiam.service.access import setup_record
 from samiam.service.batch import predict_batch
 from samiam.service.config import ServiceConfig
+from samiam.service.learning import forget_annotations
+from samiam.service.prototype_store import make_prototype_store
 from samiam.service.store import project_id
 
 log = logging.getLogger(__name__)
@@ -105,9 +111,11 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     default: :func:`samiam.service.jobs.load_engine`."""
     app = Flask(__name__)
     store, dispatcher = _backend(config, engine_factory)
+    prototypes = dispatcher.runtime.prototypes if config.embedded else make_prototype_store(config, store.redis)
     model = jobs.make_model(config)
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
-    app.extensions["samiam"] = {"store": store, "dispatcher": dispatcher, "config": config}
+    app.extensions["samiam"] = {"store": store, "dispatcher": dispatcher, "config": config,
+                                "prototypes": prototypes}
     mode = "embedded" if config.embedded else "redis"
 
     @app.before_request
@@ -167,7 +175,8 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
             access = setup_record(config, store.project(project), body.get("hostname"), body.get("access_token"),
                                   authenticated=config.auth_required)
             store.save_project(project, {**access, "overrides": overrides})
-        return jsonify(model_version=config.model_version)
+        return jsonify(model_version=model.model_version_for(body.get("schema"),
+                                                             prototypes.get(project) if project else None))
 
     @app.post("/predict")
     def predict():
@@ -179,8 +188,13 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
 
     @app.post("/webhook")
     def webhook():
-        body = _json_body()
-        return jsonify(model.fit(body.get("action"), body))
+        lesson = model.fit(_json_body())
+        if lesson is None:
+            return jsonify(status="ignored", reason="nothing to learn from this event")
+        if lesson["kind"] == "forget":
+            return jsonify(status="forgotten", prototypes=forget_annotations(prototypes, lesson))
+        dispatcher.submit_lesson(lesson)  # Label Studio waits 1 s: the work runs on the queue
+        return jsonify(status="queued", lesson=lesson["kind"])
 
     @app.get("/versions")
     def versions():

@@ -2,7 +2,9 @@
 
 The key is ``sha256(image bytes)`` + ``sha256(settings and brush config as sorted JSON)`` + model
 version, so a changed knob, another labeling config (control names, labels) or a new model
-version never returns a stale prediction. The worker looks the key
+version never returns a stale prediction. The model version is the project's *versioned* one
+(:func:`samiam.labelstudio.results.versioned`: ``samiam-v1+p<prototype version>``), so that a
+prediction made before the project's learned labels changed is not served after. The worker looks the key
 up after downloading the image (the web tier never downloads images: it only enqueues), so a
 repeated request costs one download and no inference.
 """
@@ -19,8 +21,8 @@ from samiam.settings import Settings
 
 
 def cache_key(image: bytes, settings: Settings, model_version: str, brush: BrushConfig) -> str:
-    """Store key of the prediction for ``image`` made with ``settings`` by ``model_version``, as
-    regions of ``brush``."""
+    """Store key of the prediction for ``image`` made with ``settings`` by ``model_version`` (with
+    the project's prototype version, see the module docstring), as regions of ``brush``."""
     image_hash = hashlib.sha256(image).hexdigest()
     made_with = {"settings": settings.to_dict(), "brush": dataclasses.asdict(brush)}
     settings_hash = hashlib.sha256(json.dumps(made_with, sort_keys=True).encode()).hexdigest()

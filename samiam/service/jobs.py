@@ -36,6 +36,7 @@ from samiam.labelstudio.delivery import delivery_key, find_delivered, key_of, st
 from samiam.labelstudio.model import SamiamModel
 from samiam.labelstudio.model import predict_task as predict_image
 from samiam.labelstudio.request import TaskRequest
+from samiam.labelstudio.results import versioned
 from samiam.service.access import label_studio_for
 from samiam.service.cache import PredictionCache, cache_key
 from samiam.service.config import ServiceConfig
@@ -51,6 +52,8 @@ class Dispatcher(Protocol):
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
         """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
     def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
+    def submit_lesson(self, lesson: dict) -> None:
+        """Run the learning job of ``lesson`` (:mod:`samiam.service.learning`)."""
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
@@ -71,9 +74,14 @@ class Runtime:
 
     def __init__(self, config: ServiceConfig, store: Store, dispatcher: Dispatcher,
                  engine_factory: Callable[[ServiceConfig], Any] = load_engine):
+        # imported here: prototype_store imports redis_mode, which imports this module
+        from samiam.service.prototype_store import make_prototype_store
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
+        self.prototypes = make_prototype_store(config, getattr(store, "redis", None))
+        """The projects' learned labels (:mod:`samiam.service.prototype_store`), in the store's Redis
+        (a :class:`~samiam.service.redis_mode.RedisStore`'s connection), else in memory."""
         self.cache = PredictionCache(store, config.cache_ttl_s)
         self._engine_factory = engine_factory
         self._engine = None
@@ -134,13 +142,15 @@ def _predict(runtime: Runtime, request: TaskRequest) -> dict:
         raise ImageFetchError(f"task {request.task_id} has no image URL in data[{request.brush.value_key!r}]")
     image = fetch_task_image(request.image_url, request.task_id, access_for(runtime, request.project))
     settings = request.resolve(runtime.config.settings)
-    key = cache_key(image, settings, request.model_version, request.brush)
+    learned = runtime.prototypes.get(request.project)
+    version = versioned(request.model_version, learned.restrict(request.brush.labels) if learned else None)
+    key = cache_key(image, settings, version, request.brush)
     prediction = runtime.cache.get(key)
     if prediction is not None:  # made from these bytes: its regions have their decoded size
         region = prediction["result"][0]
         request.check_size((region["original_height"], region["original_width"]))
     else:
-        prediction = predict_image(runtime.engine(), image, request, settings)
+        prediction = predict_image(runtime.engine(), image, request, settings, prototypes=learned)
         runtime.cache.put(key, prediction)
     return prediction
 

@@ -1,9 +1,9 @@
 """Embedded mode (no ``REDIS_URL``): state in memory (:class:`MemoryStore`) and jobs in threads of
 the web process (:class:`EmbeddedDispatcher`).
 
-One thread runs predictions (so inference is serialised and one engine, loaded on the first
-task, serves them all); another runs write-backs and waits between their retries without
-holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
+One thread runs predictions and learning jobs (so inference is serialised and one engine,
+loaded on the first task, serves them all); another runs write-backs and waits between their
+retries without holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
 whose ``/predict`` went away unanswered (:func:`samiam.service.jobs.hand_over_expired`).
 Nothing survives a restart: this is the laptop mode of ``samiam serve``.
 """
@@ -73,6 +73,11 @@ class EmbeddedDispatcher:
     def submit_write_backs(self, predictions, project):
         for task_id, prediction in predictions.items():
             self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)
+
+    def submit_lesson(self, lesson):
+        """On the prediction thread, which holds the engine."""
+        from samiam.service.learning import JOBS
+        self._submit(self._predictions, JOBS[lesson["kind"]], lesson)
 
     def _write_back_with_retries(self, task_id, prediction, project):
         intervals = self.config.writeback_retry_intervals_s

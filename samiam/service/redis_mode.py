@@ -317,6 +317,14 @@ class RQDispatcher:
             for task_id, prediction in predictions.items()])
 
     @redis_errors_as_unavailable
+    def submit_lesson(self, lesson):
+        """One learning job (:mod:`samiam.service.learning`) for ``lesson``."""
+        from samiam.service.learning import JOBS
+        self.queue.enqueue(JOBS[lesson["kind"]], lesson, job_timeout=self.config.job_timeout_s,
+                           result_ttl=self.config.result_ttl_s, failure_ttl=self.config.result_ttl_s,
+                           description=f"{lesson['kind']} project {lesson['project']}")
+
+    @redis_errors_as_unavailable
     def queue_depth(self) -> int:
         return self.queue.count
 
