@@ -50,13 +50,14 @@ def _contribution(runtime: jobs.Runtime, project: str, brush: BrushConfig, task:
     """What ``annotation`` (as Label Studio holds it) of ``task`` (``{"id", "data"}``) teaches
     (:func:`prototype_store.contribution`)."""
     from samiam.io import load_micrograph
-    from samiam.labelstudio.fetch import fetch_image
+    from samiam.labelstudio.storage import fetch_task_image
 
-    url = segmentation_url(task, brush.value_key)
+    url, _ = segmentation_url(task, brush.value_key)  # the annotation's own size is checked on decoding
     if not isinstance(url, str) or not url:
         raise AnnotationError(f"task {task['id']} has no image URL in data[{brush.value_key!r}]")
     engine = runtime.engine()
-    micrograph = load_micrograph(fetch_image(url, jobs.access_for(runtime, project)), engine.settings.image)
+    micrograph = load_micrograph(fetch_task_image(url, task["id"], jobs.access_for(runtime, project)),
+                                 engine.settings.image)
     masks, labels = annotation_materials(annotation.get("result") or [], brush, shape=micrograph.grey.shape)
     learned = update(Prototypes.empty(engine.embedder), micrograph.grey, masks, labels, engine.embedder,
                      engine.settings)
