@@ -1,6 +1,6 @@
 """The engine's public entry points: :func:`segment`, :func:`boost` and :class:`Engine`.
 
-image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> booster.merge_masks
+image -> io.load_micrograph -> proposer.propose (per tile for large images) -> booster.remove_masks -> booster.merge_masks
       -> Segmentation (K non-overlapping material masks with scores)
 
 Given a project's :class:`~samiam.booster.prototypes.Prototypes`, the materials also get the
@@ -23,7 +23,7 @@ from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, load_micrograph
-from samiam.proposals import Proposer, make_proposer
+from samiam.proposals import Proposer, make_proposer, tiled
 from samiam.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Engine:
         settings = settings or self.settings
         micrograph = _as_micrograph(image, settings)
         started = time.perf_counter()
-        proposals = self.proposer.propose(micrograph)
+        proposals = tiled.propose(self.proposer, micrograph, settings.proposals)
         timings = {"proposals_s": time.perf_counter() - started}
         return self._boost(micrograph, proposals.masks, proposals.scores, settings, timings,
                            self.proposer.name, prototypes)
