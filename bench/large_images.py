@@ -33,6 +33,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,14 +83,15 @@ def simulated_downscaled(materials: np.ndarray, seed: int) -> np.ndarray:
 
 
 def simulated_tiled(materials: np.ndarray, seed: int, settings):
-    """``materials: (K, H, W) bool`` -> simulated SAM masks per tile, merged across the seams
-    (:class:`samiam.proposals.tiled.BoxMasks`)."""
+    """``materials: (K, H, W) bool`` -> simulated SAM masks per tile, through the removal rules per
+    tile and merged across the seams as :func:`samiam.proposals.tiled.propose` does
+    (:class:`samiam.proposals.tiled.BoxMasks`); ``settings``: :class:`samiam.settings.Settings`."""
     from samiam.proposals import tiled
     from samiam.proposals.base import Proposals
     from samiam.synth import simulate_sam_proposals
 
     shape = materials.shape[1:]
-    boxes = tiled.tile_boxes(shape, settings.tile_size, settings.tile_overlap)
+    boxes = tiled.tile_boxes(shape, settings.proposals.tile_size, settings.proposals.tile_overlap)
 
     def per_tile():
         for t, (y0, x0, y1, x1) in enumerate(boxes):
@@ -98,9 +100,9 @@ def simulated_tiled(materials: np.ndarray, seed: int, settings):
                 yield Proposals.empty((y1 - y0, x1 - x0))
                 continue
             masks = simulate_sam_proposals(np.array(present), seed=seed * 1000 + t)
-            yield Proposals(masks, np.ones(len(masks), np.float32))
+            yield tiled.remove_per_tile(Proposals(masks, np.ones(len(masks), np.float32)), settings.removal)
 
-    return tiled.merge_across_seams(shape, boxes, per_tile(), settings.seam_iou)
+    return tiled.merge_across_seams(shape, boxes, per_tile(), settings.proposals.seam_iou)
 
 
 def quality(image: Path, truth: Path, seed: int) -> list[dict]:
@@ -122,7 +124,7 @@ def quality(image: Path, truth: Path, seed: int) -> list[dict]:
                      **score_image(masks, materials).as_dict()})
 
     for name, simulate in (("downscaled", lambda: simulated_downscaled(materials, seed)),
-                           ("tiled", lambda: simulated_tiled(materials, seed, base.proposals).to_stack())):
+                           ("tiled", lambda: simulated_tiled(materials, seed, base).to_stack())):
         started = time.perf_counter()
         masks = simulate()
         simulated = time.perf_counter() - started
@@ -135,11 +137,29 @@ def quality(image: Path, truth: Path, seed: int) -> list[dict]:
         settings = base.replace({"proposals.tiling": mode})
         engine = Engine(settings)
         started = time.perf_counter()
-        proposals = tiled.propose(engine.proposer, micrograph, settings.proposals)
+        proposals = tiled.propose(engine.proposer, micrograph, settings)
         segmentation = engine.boost(micrograph, proposals.masks, proposals.scores)
         row(f"classical tiling={mode}+boost", segmentation.materials, time.perf_counter() - started,
             len(proposals.masks))
     return rows
+
+
+RSS_LIMIT_GIB = 8.0
+"""A measured process is stopped above this resident size (the box is shared; the target is 6)."""
+
+
+def stop_above(limit_gib: float, job: str) -> None:
+    """Watch this process's resident size from a thread; print a JSON error and exit above ``limit_gib``."""
+    def watch():
+        while True:
+            status = Path("/proc/self/status").read_text()
+            rss_gib = int(status.split("VmRSS:")[1].split()[0]) / 2 ** 20
+            if rss_gib > limit_gib:
+                print(json.dumps({"job": job, "error": f"stopped above {limit_gib:.0f} GiB resident"}), flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def peak(job: str, image: Path, truth: Path, seed: int) -> dict:
@@ -155,7 +175,7 @@ def peak(job: str, image: Path, truth: Path, seed: int) -> dict:
     if job == "classical":
         count = len(Engine(settings).segment(micrograph).proposals)
     elif job == "sim-SAM tiled":
-        merged = simulated_tiled(load_truth(truth), seed, settings.proposals)
+        merged = simulated_tiled(load_truth(truth), seed, settings)
         count = len(merged)
         Engine(settings).boost(micrograph, merged.to_stack(), merged.scores)
     seconds = time.perf_counter() - started
@@ -167,9 +187,9 @@ def in_fresh_process(*args: str) -> dict:
     """Run this script's ``--one`` mode in a new interpreter and return its JSON line."""
     done = subprocess.run([sys.executable, __file__, "--one", *args], check=False, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode:
-        return {"job": args[0], "error": done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    if done.stdout.strip():
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"job": args[0], "error": done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}
 
 
 def report(quality_rows: list[dict], peaks: list[dict], seconds: float) -> str:
@@ -205,6 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         job, image, truth, seed = args.one
+        stop_above(RSS_LIMIT_GIB, job)
         print(json.dumps(peak(job, Path(image), Path(truth), int(seed))))
         return
     started = time.perf_counter()

@@ -91,7 +91,7 @@ class Engine:
         settings = settings or self.settings
         micrograph = _as_micrograph(image, settings)
         started = time.perf_counter()
-        proposals = tiled.propose(self.proposer, micrograph, settings.proposals)
+        proposals = tiled.propose(self.proposer, micrograph, settings)
         timings = {"proposals_s": time.perf_counter() - started}
         return self._boost(micrograph, proposals.masks, proposals.scores, settings, timings,
                            self.proposer.name, prototypes)

@@ -15,7 +15,7 @@ from samiam.io import Micrograph, load_micrograph
 from samiam.pipeline import Engine
 from samiam.proposals import make_proposer, tiled
 from samiam.proposals.base import Proposals
-from samiam.settings import ProposalSettings
+from samiam.settings import ProposalSettings, Settings
 
 SHAPE = (200, 200)
 TILE, OVERLAP = 120, 40
@@ -160,7 +160,8 @@ def test_tiled_local_proposer_gives_the_untiled_masks():
                    rectangle(140, 130, 190, 199)):
         image[region] = 0.9
     micrograph = png_micrograph(image)
-    settings = ProposalSettings(tiling="on", tile_size=TILE, tile_overlap=OVERLAP)
+    settings = Settings().replace({"proposals.tiling": "on", "proposals.tile_size": TILE,
+                                   "proposals.tile_overlap": OVERLAP})
     proposer = BrightBlobs()
 
     whole = proposer.propose(micrograph)

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from samiam import masks as masklib
+from samiam.booster.removal import remove_masks
 from samiam.errors import SettingsError
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals, Proposer
-from samiam.settings import ProposalSettings
+from samiam.settings import ProposalSettings, RemovalSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +113,30 @@ def uses_tiles(proposer: Proposer, shape: tuple[int, int], settings: ProposalSet
     return settings.tiling == "on" and larger
 
 
-def propose(proposer: Proposer, micrograph: Micrograph, settings: ProposalSettings) -> Proposals:
+def propose(proposer: Proposer, micrograph: Micrograph, settings: Settings) -> Proposals:
     """``proposer``'s masks of ``micrograph``, per tile when :func:`uses_tiles` says so.
 
-    Returns :class:`Proposals` of ``micrograph.shape``.
+    Each tile's masks first go through the booster's removal rules (:func:`remove_per_tile`), so
+    that the islands, tiny children and duplicates of every tile never reach the full-resolution
+    stack. Returns :class:`Proposals` of ``micrograph.shape``.
     """
-    if not uses_tiles(proposer, micrograph.shape, settings):
+    tiling = settings.proposals
+    if not uses_tiles(proposer, micrograph.shape, tiling):
         return proposer.propose(micrograph)
-    boxes = tile_boxes(micrograph.shape, settings.tile_size, settings.tile_overlap)
-    per_tile = (proposer.propose(crop_micrograph(micrograph, box)) for box in boxes)
-    merged = merge_across_seams(micrograph.shape, boxes, per_tile, settings.seam_iou)
-    log.info("%s: %d tiles of %d px -> %d proposals", micrograph.name, len(boxes), settings.tile_size,
+    boxes = tile_boxes(micrograph.shape, tiling.tile_size, tiling.tile_overlap)
+    per_tile = (remove_per_tile(proposer.propose(crop_micrograph(micrograph, box)), settings.removal)
+                for box in boxes)
+    merged = merge_across_seams(micrograph.shape, boxes, per_tile, tiling.seam_iou)
+    log.info("%s: %d tiles of %d px -> %d proposals", micrograph.name, len(boxes), tiling.tile_size,
              len(merged))
     return Proposals(merged.to_stack(), merged.scores)
+
+
+def remove_per_tile(proposals: Proposals, settings: RemovalSettings) -> Proposals:
+    """A tile's proposals without those the paper's removal rules drop (Algorithm 1), judged in
+    the tile, which is the image SAM saw (sizes scale to the tile as to a whole image)."""
+    keep = remove_masks(proposals.masks, settings).keep
+    return Proposals(proposals.masks[keep], proposals.scores[keep])
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> np.ndarray:
