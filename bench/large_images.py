@@ -15,7 +15,7 @@ Both are scored raw and after the booster (K estimated) against the exact ground
 ``samiam.metrics.score_image`` (as bench/quality.py does). The weight-free path (classical
 proposer, which ``tiling="auto"`` leaves untiled) is scored too, tiled and untiled.
 
-Peak memory is the resident-set high-water mark (``ru_maxrss``) of a fresh process that does one
+Peak memory is the resident-set high-water mark (``VmHWM``) of a fresh process that does one
 image's work, as a worker would: ``load`` (decode an 8-bit PNG), ``classical`` (load + proposals +
 booster) and ``sim-SAM tiled`` (load + tiled proposals + booster). The scene itself is generated
 in another process and handed over as files, so its generation does not count.
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -152,9 +151,7 @@ def stop_above(limit_gib: float, job: str) -> None:
     """Watch this process's resident size from a thread; print a JSON error and exit above ``limit_gib``."""
     def watch():
         while True:
-            status = Path("/proc/self/status").read_text()
-            rss_gib = int(status.split("VmRSS:")[1].split()[0]) / 2 ** 20
-            if rss_gib > limit_gib:
+            if status_gib("VmRSS") > limit_gib:
                 print(json.dumps({"job": job, "error": f"stopped above {limit_gib:.0f} GiB resident"}), flush=True)
                 os._exit(3)
             time.sleep(0.2)
@@ -179,8 +176,15 @@ def peak(job: str, image: Path, truth: Path, seed: int) -> dict:
         count = len(merged)
         Engine(settings).boost(micrograph, merged.to_stack(), merged.scores)
     seconds = time.perf_counter() - started
-    return {"job": job, "seconds": seconds, "proposals": count,
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    return {"job": job, "seconds": seconds, "proposals": count, "peak_gib": status_gib("VmHWM")}
+
+
+def status_gib(field: str) -> float:
+    """A size from ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in GiB. ``VmHWM`` is this process's
+    own high-water mark; ``ru_maxrss`` is not, as Linux carries the parent's resident size at fork
+    across exec into it."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split(f"{field}:")[1].split()[0]) / 2 ** 20
 
 
 def in_fresh_process(*args: str) -> dict:
@@ -203,7 +207,7 @@ def report(quality_rows: list[dict], peaks: list[dict], seconds: float) -> str:
     lines += [f"| {r['method']} | {r['size']} | {r['seed']} | {r['proposals']} | {r['found']} ({r['true_k']}) | "
               f"{r['iou']:.1f} | {r['boundary_iou']:.1f} | {r['f1']:.1f} | {r['pq']:.1f} | {r['seconds']:.0f} |"
               for r in quality_rows]
-    lines += ["", "One image on one worker, in a fresh process (RSS high-water mark, `ru_maxrss`):", "",
+    lines += ["", "One image on one worker, in a fresh process (resident high-water mark, `VmHWM`):", "",
               "| work | size | proposals | s | peak GiB |", "|---|---|---|---|---|"]
     for p in peaks:
         if "error" in p:
