@@ -121,6 +121,7 @@ def quality(image: Path, truth: Path, seed: int) -> list[dict]:
         rows.append({"method": method, "size": micrograph.shape[0], "seed": seed, "proposals": proposals,
                      "found": len(masks), "true_k": len(materials), "seconds": seconds,
                      **score_image(masks, materials).as_dict()})
+        print(rows[-1], flush=True)
 
     for name, simulate in (("downscaled", lambda: simulated_downscaled(materials, seed)),
                            ("tiled", lambda: simulated_tiled(materials, seed, base).to_stack())):
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--quality-sizes", type=int, nargs="+", default=[4096],
                         help="sizes also scored for quality (scoring 8192² needs many GiB)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-peaks", dest="peaks", action="store_false", help="measure quality only")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--one", nargs=4, metavar=("JOB", "IMAGE", "TRUTH", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,12 +239,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for size in args.sizes:
             image, truth = prepare(size, args.seed, Path(directory))
-            for job in ("load", "classical", "sim-SAM tiled"):
+            for job in ("load", "classical", "sim-SAM tiled") if args.peaks else ():
                 peaks.append({"size": size, **in_fresh_process(job, str(image), str(truth), str(args.seed))})
                 print(peaks[-1], flush=True)
             if size in args.quality_sizes:
                 quality_rows += quality(image, truth, args.seed)
-                print(quality_rows[-1], flush=True)
     text = report(quality_rows, peaks, time.perf_counter() - started)
     print(text)
     if args.write:
