@@ -179,20 +179,21 @@ def test_auto_tiles_large_images_for_sam_never_for_classical():
         def __init__(self, name):
             self.name = name
 
-    auto = ProposalSettings(tile_size=1024)
+    auto = ProposalSettings(tiling="auto", tile_size=1024)
     assert tiled.uses_tiles(Named("sam-vit_l"), (2048, 2048), auto)
     assert not tiled.uses_tiles(Named("sam-vit_l"), (1024, 1000), auto)
     assert not tiled.uses_tiles(make_proposer(ProposalSettings(proposer="classical")), (8192, 8192), auto)
     assert tiled.uses_tiles(Named("classical"), (2048, 2048), ProposalSettings(tiling="on"))
     assert not tiled.uses_tiles(Named("sam-vit_l"), (8192, 8192), ProposalSettings(tiling="off"))
+    assert not tiled.uses_tiles(Named("sam-vit_l"), (8192, 8192), ProposalSettings())  # off by default
 
 
 @pytest.mark.parametrize("overrides, named", [
     ({"tiling": "sometimes"}, "proposals.tiling"),
-    ({"tile_size": 32}, "proposals.tile_size"),
-    ({"tile_overlap": 600}, "proposals.tile_overlap"),
-    ({"tile_overlap": -1}, "proposals.tile_overlap"),
-    ({"seam_iou": 0.0}, "proposals.seam_iou"),
+    ({"tiling": "on", "tile_size": 32}, "proposals.tile_size"),
+    ({"tiling": "on", "tile_overlap": 600}, "proposals.tile_overlap"),
+    ({"tiling": "on", "tile_overlap": -1}, "proposals.tile_overlap"),
+    ({"tiling": "on", "seam_iou": 0.0}, "proposals.seam_iou"),
 ])
 def test_bad_tiling_settings_are_named_errors(overrides, named):
     with pytest.raises(SettingsError, match=named):
