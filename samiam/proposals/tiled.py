@@ -2,12 +2,14 @@
 
 SAM sees its input shrunk to 1024 px, so an 8192 px micrograph loses 8x its resolution. Here the
 image is cut into ``tile_size`` tiles that overlap by at least ``tile_overlap`` px
-(:func:`tile_boxes`), any :class:`~samiam.proposals.base.Proposer` runs on each tile, and masks
-are kept compactly, as their bounding box and the crop of the mask inside it
-(:class:`BoxMasks`), never as full-image copies. Two masks of neighbouring tiles are the same
-region when their parts inside the two tiles' overlap (both tiles see all of it) have an IoU of
-at least ``seam_iou``; each mask is matched with at most one mask of the other tile (best IoU
-first), so a region and its child, or two regions touching at the seam, stay apart. Matched
+(:func:`tile_boxes`), any :class:`~samiam.proposals.base.Proposer` runs on each tile, the
+booster's removal rules drop each tile's islands, tiny children and duplicates
+(:func:`remove_per_tile`), and masks are kept compactly, as their bounding box and the crop of
+the mask inside it (:class:`BoxMasks`), never as full-image copies. Two masks of neighbouring
+tiles are the same region when their parts inside the two tiles' overlap (both tiles see all of
+it) have an IoU of at least ``seam_iou``; each mask is matched with at most one mask of the
+other tile (best IoU first), so a region and its child, or two regions touching at the seam,
+stay apart. Matched
 masks, transitively (a corner where four tiles meet), become one mask: the union of their parts
 (:func:`merge_across_seams`). Only the merged set is painted into a full-resolution stack, once.
 
