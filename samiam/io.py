@@ -140,10 +140,8 @@ def _normalise(name: str, label: str, raw: np.ndarray, colour: np.ndarray, setti
                calib: Calibration, source: str, signal: str | None = None) -> Micrograph:
     """Decoded pixels -> :class:`Micrograph`; ``colour`` is ``raw`` without alpha, ``label``
     names the image in error messages."""
-    intensity = _intensity(colour, label)
-    grey = _stretch(intensity, settings.stretch_percentiles, label)
-    grey8 = np.rint(np.clip(grey, 0, 1) * np.iinfo(np.uint8).max).astype(np.uint8)
-    return Micrograph(name=name, raw=raw, grey=grey, rgb=np.repeat(grey8[..., None], 3, axis=2),
+    grey = _stretch(_intensity(colour, label), settings.stretch_percentiles, label)
+    return Micrograph(name=name, raw=raw, grey=grey, rgb=_as_rgb8(grey),
                       bit_depth=raw.dtype.itemsize * 8, pixel_size=calib.pixel_size,
                       pixel_unit=calib.pixel_unit, source=source, signal=signal)
 
@@ -324,11 +322,21 @@ def _intensity(colour: np.ndarray, label: str) -> np.ndarray:
     return colour.mean(axis=-1, dtype=work)
 
 
+def _as_rgb8(grey: np.ndarray) -> np.ndarray:
+    """(H, W) float32 -> (H, W, 3) uint8: ``grey`` clipped to [0, 1], scaled to 0..255, rounded,
+    with one float32 temporary."""
+    scaled = np.clip(grey, 0, 1)
+    scaled *= np.iinfo(np.uint8).max
+    np.rint(scaled, out=scaled)
+    return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
+
+
 def _stretch(intensity: np.ndarray, percentiles: tuple[float, float], label: str) -> np.ndarray:
     """Map ``percentiles`` of the finite pixels linearly to 0 and 1: (H, W) float -> (H, W) float32.
 
     Falls back to the finite minimum and maximum when the percentiles coincide; NaN and
-    infinite pixels become 0.
+    infinite pixels become 0. ``intensity`` (a fresh array of :func:`_intensity`) is overwritten:
+    the mapping runs in place, in its own precision, with no float64 copy of a float32 image.
     """
     finite = np.isfinite(intensity)
     all_finite = finite.all()
@@ -340,7 +348,9 @@ def _stretch(intensity: np.ndarray, percentiles: tuple[float, float], label: str
         low, high = values.min(), values.max()
     if not high > low:
         raise ConstantImageError(f"{label}: every pixel has the value {low}; there is nothing to segment")
-    grey = ((intensity - low) / (high - low)).astype(np.float32)
+    grey = np.subtract(intensity, float(low), out=intensity)
+    grey /= float(high) - float(low)
+    grey = grey.astype(np.float32, copy=False)
     if not all_finite:
         grey[~finite] = 0
     return grey

@@ -1,6 +1,6 @@
 """The engine's public entry points: :func:`segment`, :func:`boost` and :class:`Engine`.
 
-image -> io.load_micrograph -> proposer.propose -> booster.remove_masks -> booster.merge_masks
+image -> io.load_micrograph -> proposer.propose (per tile for large images) -> booster.remove_masks -> booster.merge_masks
       -> Segmentation (K non-overlapping material masks with scores)
 
 The booster's lengths become pixels per image first (:func:`samiam.scale.settings_for_image`:
@@ -26,7 +26,7 @@ from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, load_micrograph
-from samiam.proposals import Proposer, make_proposer
+from samiam.proposals import Proposer, make_proposer, tiled
 from samiam.scale import ImageScale, settings_for_image
 from samiam.settings import Settings
 
@@ -98,7 +98,7 @@ class Engine:
         settings = settings or self.settings
         micrograph = _as_micrograph(image, settings)
         started = time.perf_counter()
-        proposals = self.proposer.propose(micrograph)
+        proposals = tiled.propose(self.proposer, micrograph, settings)
         timings = {"proposals_s": time.perf_counter() - started}
         return self._boost(micrograph, proposals.masks, proposals.scores, settings, timings,
                            self.proposer.name, prototypes)

@@ -76,6 +76,22 @@ class ProposalSettings:
     crop_n_points_downscale_factor: int = 2
     min_mask_region_area: int = 0
     """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
+    tiling: str = "off"
+    """Propose per overlapping tile (:mod:`samiam.proposals.tiled`) instead of on the whole image:
+    ``on``, ``off``, or ``auto``: tiles for SAM when the image is larger than one tile (SAM
+    otherwise sees the image shrunk to 1024 px), never for the classical proposer. ``off`` by
+    measurement (bench/large_images.py, docs/benchmarks.md "Large images"): at 4096 px, SAM's
+    failures simulated per tile and merged across seams scored below one downscaled view after
+    the booster, the classical proposer lost nothing untiled, and both stay under 6 GB at 8192 px
+    untiled; the simulation cannot show what SAM gains from seeing atoms at full resolution, so
+    try ``auto`` with a real checkpoint."""
+    tile_size: int = 1024
+    """Side of a square tile in px (SAM's own input side); tiles at the image's edge are as large."""
+    tile_overlap: int = 128
+    """Least overlap of neighbouring tiles in px; masks are matched across a seam inside it."""
+    seam_iou: float = 0.5
+    """Two masks of neighbouring tiles are one region when the parts of them inside their tiles'
+    overlap have at least this IoU; each mask is matched with at most one of the other tile."""
     classical_segments: int = 48
     """Target number of superpixels of the weight-free proposer, per image, before merging."""
     classical_window: float = 1.0
