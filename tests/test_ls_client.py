@@ -249,6 +249,11 @@ def test_write_prediction_posts_and_returns_the_id(ls, key, header):
     assert body == dict(PREDICTION, task=1)
 
 
+def test_write_prediction_names_the_project_when_given(ls):
+    write_prediction(1, PREDICTION, _access(ls, key=LEGACY), project=7)
+    assert ls.requests[-1][3] == dict(PREDICTION, task=1, project=7)
+
+
 def test_write_prediction_refused_by_label_studio(ls):
     with pytest.raises(WriteBackError, match="task 7.*HTTP 400 Bad Request") as info:
         write_prediction(7, PREDICTION, _access(ls))

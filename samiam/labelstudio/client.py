@@ -178,20 +178,23 @@ def _sdk_call(failed: str, access: LabelStudioAccess, call):
         raise WriteBackError(f"{failed}: Label Studio's answer is not JSON") from None
 
 
-def write_prediction(task_id: int, prediction: dict, access: LabelStudioAccess) -> int:
-    """Store ``prediction`` (``{"result", "score", "model_version"}``) on task ``task_id`` in
-    Label Studio (``POST /api/predictions``); returns the new prediction's id.
+def write_prediction(task_id: int, prediction: dict, access: LabelStudioAccess, project: int | None = None) -> int:
+    """Store ``prediction`` (``{"result", "score", "model_version"}``) on task ``task_id`` of
+    ``project`` in Label Studio (``POST /api/predictions``); returns the new prediction's id.
+    Without ``project`` Label Studio 1.23 finds it from the task but logs "project_id is not set
+    for prediction" for every write-back.
 
     Posted once: the SDK's own retries (after a lost answer, or a 5xx) are turned off, because
     Label Studio may have stored the prediction already; the caller retries after checking
     :func:`task_predictions`. Raises :class:`WriteBackError` when Label Studio is unknown,
     unreachable or refuses.
     """
+    in_project = {"project": project} if project is not None else {}
     created = _sdk_call(f"cannot write the prediction of task {task_id} back", access,
                         lambda sdk: sdk.predictions.create(task=task_id, result=prediction["result"],
                                                            score=prediction.get("score"),
                                                            model_version=prediction.get("model_version"),
-                                                           request_options={"max_retries": 0}))
+                                                           request_options={"max_retries": 0}, **in_project))
     return int(created.id)
 
 

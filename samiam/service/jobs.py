@@ -259,7 +259,8 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     access, key = access_for(runtime, project), key_of(prediction)
     try:
         earlier = find_delivered(task_predictions(task_id, access), key) if key else None
-        prediction_id = earlier if earlier is not None else write_prediction(task_id, prediction, access)
+        prediction_id = earlier if earlier is not None else write_prediction(
+            task_id, prediction, access, int(project_id(project)) if project_id(project).isdigit() else None)
     except Exception as error:
         reason = f"write-back to Label Studio failed: {error}"
         if final:
