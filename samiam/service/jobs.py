@@ -51,6 +51,10 @@ class Dispatcher(Protocol):
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
         """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
     def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
+    def click(self, job: dict, image_key: str, deadline_s: float) -> dict:
+        """Run :func:`samiam.service.interactive.run_click` on ``job`` ahead of every prediction
+        job, preferably where the clicks on ``image_key`` ran before; its outcome, or
+        :class:`ClickTimeoutError` after ``deadline_s``."""
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
@@ -67,16 +71,20 @@ def load_engine(config: ServiceConfig):
 
 
 class Runtime:
-    """What jobs need in this process; the engine is built on first use, once."""
+    """What jobs need in this process; the engine is built on first use, once, and so is the
+    :class:`~samiam.interactive.Clicker` of click jobs (its cache of SAM image embeddings).
+    ``worker_name`` says who answers clicks (the RQ worker's name; ``"embedded"``)."""
 
     def __init__(self, config: ServiceConfig, store: Store, dispatcher: Dispatcher,
-                 engine_factory: Callable[[ServiceConfig], Any] = load_engine):
+                 engine_factory: Callable[[ServiceConfig], Any] = load_engine, worker_name: str = "embedded"):
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
         self.cache = PredictionCache(store, config.cache_ttl_s)
+        self.worker_name = worker_name
         self._engine_factory = engine_factory
         self._engine = None
+        self._clicker = None
         self._lock = threading.Lock()
 
     @property
@@ -99,6 +107,15 @@ class Runtime:
                 self._engine = self._engine_factory(self.config)
                 log.info("engine loaded in %.1f s", time.perf_counter() - started)
             return self._engine
+
+    def clicker(self):
+        """The process's :class:`~samiam.interactive.Clicker` on :meth:`engine`."""
+        from samiam.interactive import Clicker
+        engine = self.engine()
+        with self._lock:
+            if self._clicker is None:
+                self._clicker = Clicker(engine, self.config.click_cache_images)
+            return self._clicker
 
 
 _runtime: Runtime | None = None

@@ -18,6 +18,10 @@ COUNTERS = {
     "writebacks_ok": ("samiam_writebacks_ok_total", "Predictions written back to Label Studio."),
     "writeback_retries": ("samiam_writeback_retries_total", "Write-back attempts that failed and were retried."),
     "writebacks_failed": ("samiam_writebacks_failed_total", "Write-backs that failed after the last retry."),
+    "clicks_answered": ("samiam_clicks_answered_total", "Smart-tool clicks answered with a region."),
+    "clicks_failed": ("samiam_clicks_failed_total", "Smart-tool clicks that failed (reason in the answer and the log)."),
+    "click_encoder_runs": ("samiam_click_encoder_runs_total",
+                           "Clicks that ran SAM's image encoder (the rest used a cached embedding, or no SAM)."),
 }
 
 
