@@ -23,6 +23,7 @@ from test_interactive import BAND, SIDE, three_bands
 from test_ls_prompts import CONFIG, keypoint
 from tiny_sam import install_tiny_sam, save_tiny_checkpoint, tiny_sam_settings
 
+from samiam.io import load_micrograph
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import create_app
 from samiam.service.interactive import pick_worker, rendezvous
@@ -173,7 +174,7 @@ def test_sam_clicks_with_negative_points_reuse_the_image_embedding(tmp_path, mon
         assert (answer["samiam"]["encoder_ran"], again["samiam"]["encoder_ran"]) == (True, False)
         assert len(encoder_runs) == 1 and counters(client)["samiam_click_encoder_runs_total"] == 1
         predictor = SamPredictor(engine.proposer.model)  # what SAM itself answers to these clicks
-        predictor.set_image(three_bands().rgb)
+        predictor.set_image(load_micrograph(bands_png()).rgb)  # the pixels the worker decodes
         masks, _, _ = predictor.predict(point_coords=np.array([[100.0, 20.0], [60.0, 90.0]]),
                                         point_labels=np.array([1, 0]), multimask_output=False)
         np.testing.assert_array_equal(first, masks[0])
