@@ -21,7 +21,7 @@ from service_helpers import counters, post_predict, predict_in_thread, service_c
 from service_processes import start_worker, stop_all, wait_until
 from test_interactive import BAND, SIDE, three_bands
 from test_ls_prompts import CONFIG, keypoint
-from tiny_sam import install_tiny_sam, save_tiny_checkpoint, tiny_sam_settings
+from tiny_sam import TINY_MODEL_TYPE, install_tiny_sam, save_tiny_checkpoint, tiny_sam_settings
 
 from samiam.io import load_micrograph
 from samiam.labelstudio.results import materials_from_results
@@ -213,8 +213,15 @@ def worker_env(redis_url: str, label_studio, **settings) -> dict[str, str]:
             **settings}
 
 
-def wait_for_workers(dispatcher, names: set[str], timeout_s: float = 120) -> None:
-    wait_until(lambda: set(dispatcher.click_workers()) == names, timeout_s, f"workers {sorted(names)} to listen")
+def wait_for_workers(dispatcher, names: set[str], processes: dict, log_dir: Path, timeout_s: float = 120) -> None:
+    """Wait until exactly ``names`` take clicks; fail at once with its log when a worker of
+    ``processes`` (name -> Popen) that should live exits."""
+    def listening():
+        for name in names:
+            if processes[name].poll() is not None:
+                raise AssertionError(f"worker {name} exited: {(log_dir / f'{name}.log').read_text()[-2000:]}")
+        return set(dispatcher.click_workers()) == names
+    wait_until(listening, timeout_s, f"workers {sorted(names)} to listen")
 
 
 @needs_redis
@@ -223,14 +230,15 @@ def test_redis_clicks_stick_to_the_worker_holding_the_embedding_and_fall_back_wh
         redis_server, label_studio, tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path)
     env = worker_env(redis_server.url, label_studio, SAMIAM_TINY_SAM_CHECKPOINT=str(checkpoint),
-                     SAMIAM_PROPOSALS_PROPOSER="sam", SAMIAM_PROPOSALS_MODEL_DIR=str(tmp_path),
+                     SAMIAM_PROPOSALS_PROPOSER="sam", SAMIAM_PROPOSALS_MODEL_TYPE=TINY_MODEL_TYPE,
+                     SAMIAM_PROPOSALS_MODEL_DIR=str(tmp_path),
                      SAMIAM_PROPOSALS_DEVICE="cpu", PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
     workers = {name: start_worker(env, name, tmp_path / f"{name}.log", module="tiny_sam_worker")
                for name in ("left", "right")}
     app = create_app(service_config(redis_server.url, label_studio, **FAST_LEASE))
     client, dispatcher = app.test_client(), app.extensions["samiam"]["dispatcher"]
     try:
-        wait_for_workers(dispatcher, set(workers))
+        wait_for_workers(dispatcher, set(workers), workers, tmp_path)
         urls = [label_studio.add_file(f"em{i}.png", bands_png(seed=i)) for i in range(3)]
         items = (point(100, 20), point(60, 90, positive=False))
         answered_by = {}
@@ -248,7 +256,7 @@ def test_redis_clicks_stick_to_the_worker_holding_the_embedding_and_fall_back_wh
         os.kill(workers[gone].pid, signal.SIGKILL)
         workers[gone].wait(10)
         (survivor,) = set(workers) - {gone}
-        wait_for_workers(dispatcher, {survivor}, 10)
+        wait_for_workers(dispatcher, {survivor}, workers, tmp_path, 10)
         _, _, answer = region(click(client, urls[0], *items))
         assert answer["samiam"]["worker"] == survivor and answer["samiam"]["encoder_ran"]
     finally:
@@ -265,9 +273,9 @@ def test_redis_weight_free_clicks_overtake_queued_pre_annotation_jobs(redis_serv
     app = create_app(service_config(redis_server.url, label_studio, predict_deadline_s=0.0, **FAST_LEASE))
     client, dispatcher = app.test_client(), app.extensions["samiam"]["dispatcher"]
     worker = start_worker(worker_env(redis_server.url, label_studio, SAMIAM_PROPOSALS_PROPOSER="classical"),
-                          "cpu-1", tmp_path / "worker.log")
+                          "cpu-1", tmp_path / "cpu-1.log")
     try:
-        wait_for_workers(dispatcher, {"cpu-1"})
+        wait_for_workers(dispatcher, {"cpu-1"}, {"cpu-1": worker}, tmp_path)
         tasks = [task(10 + i, label_studio.add_file(f"big{i}.png", bands_png(seed=i + 1))) for i in range(6)]
         assert post_predict(client, tasks).get_json()["late"] == [t["id"] for t in tasks]
         queue = Queue(dispatcher.config.queue_name, connection=redis.Redis.from_url(redis_server.url))
