@@ -171,7 +171,7 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         if project:
             access = setup_record(config, store.project(project), body.get("hostname"), body.get("access_token"),
                                   authenticated=config.auth_required)
-            store.save_project(project, {**access, "overrides": overrides, "interactive": options})
+            store.save_project(project, {**access, "overrides": overrides, **({"interactive": options} if options else {})})
         return jsonify(model_version=config.model_version)
 
     @app.post("/predict")
