@@ -94,6 +94,13 @@ def test_a_keypoint_answers_the_region_under_it_and_nothing_is_written_back(embe
     assert metrics["samiam_clicks_answered_total"] == 2 and metrics["samiam_batches_answered_total"] == 0
 
 
+def test_clicks_keep_their_place_when_label_studio_reports_another_image_size(embedded):
+    client, url = embedded  # e.g. a preview of half the size: the point is at the same place
+    half = keypoint(100 * 50 / (SIDE // 2), 100 * 10 / (SIDE // 2), width=SIDE // 2, height=SIDE // 2)
+    mask, _, _ = region(click(client, url, half))
+    assert mask[20, 100] and mask[:BAND].mean() > 0.95 and not mask[BAND + 5:].any()
+
+
 def test_a_box_answers_a_region_inside_it(embedded):
     client, url = embedded
     x0, y0, x1, y1 = 10, BAND + 10, 120, 2 * BAND - 10
