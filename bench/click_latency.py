@@ -8,8 +8,8 @@ same image (cached embedding: decoder only), and prints the median, the 95th per
 encoder-free share (how much of a first click the cache saves). The weight-free path (no
 checkpoint) is timed too: its first click runs the booster segmentation, later ones reuse it.
 
-These are engine times; the service adds its queue hop (``bench/service_load.py`` measures the
-cached ``/predict`` overhead, 9-12 ms p50 on the dev box).
+These are engine times; ``bench/click_service.py`` measures the same clicks from request to
+response through the web tier, Redis and a worker.
 
     python bench/click_latency.py --models vit_b vit_l vit_h     # on a GPU host
     python bench/click_latency.py --models vit_b --clicks 10     # CPU
@@ -29,16 +29,22 @@ import torch
 from sam_speed import random_checkpoint
 
 
-def _micrograph(size: int):
+def scene_png(size: int) -> bytes:
+    """The synthetic ``size`` x ``size`` micrograph of the benchmark as 8-bit PNG bytes."""
     from PIL import Image
 
-    from samiam.io import load_micrograph
     from samiam.synth import generate_scene
 
     scene = generate_scene(seed=1, difficulty=1, size=size)
     buffer = io.BytesIO()
     Image.fromarray((scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
-    return load_micrograph(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _micrograph(size: int):
+    from samiam.io import load_micrograph
+
+    return load_micrograph(scene_png(size))
 
 
 def _time_clicks(clicker, micrograph, clicks: int, seed: int = 0) -> tuple[float, list[float]]:

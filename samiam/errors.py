@@ -136,3 +136,9 @@ class PromptError(SamiamError):
     """An interactive prompt (clicks, box) is malformed, outside the image, or cannot be answered."""
 
     http_status = 400
+
+
+class ClickTimeoutError(SamiamError):
+    """No worker answered an interactive click in time (``SAMIAM_CLICK_DEADLINE_S``)."""
+
+    http_status = 504

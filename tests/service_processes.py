@@ -21,10 +21,11 @@ from rq import Queue, Worker
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_worker(env: dict[str, str], name: str, log_path: Path) -> subprocess.Popen:
-    """``samiam worker --name NAME`` in the repository root with ``env`` (REDIS_URL etc.)."""
+def start_worker(env: dict[str, str], name: str, log_path: Path, module: str = "samiam.cli") -> subprocess.Popen:
+    """``samiam worker --name NAME`` in the repository root with ``env`` (REDIS_URL etc.);
+    ``module``: the ``python -m`` module that runs the CLI (``tiny_sam_worker``: with a tiny SAM)."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "samiam.cli", "worker", "--name", name], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", module, "worker", "--name", name], cwd=ROOT,
                                 env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 

@@ -43,6 +43,28 @@ class ClickRequest:
     label: str | None
     size: tuple[int, int]
 
+    def scaled_to(self, shape: tuple[int, int]) -> ClickRequest:
+        """This request on an image of ``shape`` (H, W): the clicks keep their place relative to
+        the image when the decoded image's size differs from the one Label Studio reported."""
+        if tuple(shape) == self.size:
+            return self
+        scale = np.array(shape[::-1], np.float64) / np.array(self.size[::-1], np.float64)  # (x, y) factors
+        prompt = self.prompt
+        box = None if prompt.box is None else prompt.box * np.tile(scale, 2)
+        return ClickRequest(Prompt(prompt.points * scale, prompt.labels, box), self.label, tuple(shape))
+
+    def to_json(self) -> dict:
+        """Plain JSON values (RQ pickles job arguments; the web tier checked them)."""
+        prompt = self.prompt
+        return {"points": prompt.points.tolist(), "labels": prompt.labels.tolist(),
+                "box": None if prompt.box is None else prompt.box.tolist(), "label": self.label,
+                "size": list(self.size)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClickRequest:
+        return cls(Prompt.from_points(data["points"], data["labels"], data["box"]), data["label"],
+                   tuple(data["size"]))
+
 
 def is_interactive(params) -> bool:
     """Whether ``/predict``'s ``params`` carry a non-empty interactive ``context``."""
@@ -106,8 +128,11 @@ def click_prediction(answer: ClickAnswer, brush: BrushConfig, label: str | None,
     """One Label Studio prediction holding the clicked region as one brush region.
 
     The region carries ``label`` when it is one of the brush's labels, else the brush's first
-    label (a smart keypoint's labels need not match the brush's).
+    label (a smart keypoint's labels need not match the brush's). Raises :class:`PromptError`
+    when the answer's mask is empty (Label Studio would show nothing).
     """
+    if not answer.mask.any():
+        raise PromptError("the click selected no pixel: click inside a region, or draw a box around it")
     name = label if label in brush.labels else brush.labels[0]
     single = dataclasses.replace(brush, labels=(name,))
     return predictions_from_segmentation(answer.mask[None], np.array([answer.score]), single, model_version)

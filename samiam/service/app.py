@@ -18,6 +18,9 @@ never 500. The Label Studio protocol (tasks, labeling config, setting overrides)
 Label Studio is, by :mod:`samiam.service.access`. Every refused ``/setup`` is logged at WARNING
 (Label Studio logs nothing useful).
 
+A ``/predict`` whose ``params.context`` is not empty is a smart-tool click
+(:mod:`samiam.service.interactive`): answered with one brush region, nothing written back.
+
 Setting overrides (dotted names, e.g. ``{"merging.materials": 3}``; ``removal.*`` and ``merging.*``
 only): per project in the ML backend's ``extra_params`` (sent to ``/setup``), per request in
 ``params.samiam`` of ``/predict`` (request wins); both on top of the ``SAMIAM_<SECTION>_<FIELD>``
@@ -44,8 +47,9 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from samiam.errors import QueueUnavailableError, RequestError, SamiamError
+from samiam.labelstudio.prompts import is_interactive
 from samiam.labelstudio.request import project_of
-from samiam.service import jobs, prometheus, status_page
+from samiam.service import interactive, jobs, prometheus, status_page
 from samiam.service.access import setup_record
 from samiam.service.batch import predict_batch
 from samiam.service.config import ServiceConfig
@@ -169,18 +173,23 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
     @app.post("/setup")
     def setup():
         body = _json_body()
-        overrides = model.setup(body.get("schema"), body.get("extra_params"))  # bad ones: 400, shown by LS
+        extra_params, options = interactive.split_options(body.get("extra_params"), "the ML backend's extra_params")
+        overrides = model.setup(body.get("schema"), extra_params)  # bad ones: 400, shown by LS
         project = project_of(body.get("project"), "'project'")
         if project:
             access = setup_record(config, store.project(project), body.get("hostname"), body.get("access_token"),
                                   authenticated=config.auth_required)
-            store.save_project(project, {**access, "overrides": overrides})
+            store.save_project(project, {**access, "overrides": overrides, **({"interactive": options} if options else {})})
         return jsonify(model_version=model.model_version_for(body.get("schema"),
                                                              prototypes.get(project) if project else None))
 
     @app.post("/predict")
     def predict():
-        requests = model.requests(_json_body(), lambda project: (store.project(project) or {}).get("overrides") or {})
+        body = _json_body()
+        if is_interactive(body.get("params")):  # a smart-tool click: one region, nothing written back
+            return jsonify(interactive.answer_click(body, model=model, store=store, dispatcher=dispatcher,
+                                                    deadline_s=config.click_deadline_s))
+        requests = model.requests(body, lambda project: (store.project(project) or {}).get("overrides") or {})
         answer = predict_batch(requests, store=store, dispatcher=dispatcher,
                                deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s,
                                grace_s=config.batch_grace_s)

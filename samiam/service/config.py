@@ -46,6 +46,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SAMIAM_FETCH_TIMEOUT_S": ("fetch_timeout_s", float),
     "SAMIAM_MAX_TASKS_PER_REQUEST": ("max_tasks_per_request", int),
     "SAMIAM_MAX_REQUEST_BYTES": ("max_request_bytes", int),
+    "SAMIAM_CLICK_DEADLINE_S": ("click_deadline_s", float),
+    "SAMIAM_CLICK_CACHE_IMAGES": ("click_cache_images", int),
 }
 """Environment variable -> (ServiceConfig field, parser of its text)."""
 
@@ -124,6 +126,13 @@ class ServiceConfig:
     max_request_bytes: int = 64 * 2**20
     """``SAMIAM_MAX_REQUEST_BYTES``: every route answers 413 for a larger body (10,000 Label Studio
     tasks take a few MB)."""
+    click_deadline_s: float = 20.0
+    """``SAMIAM_CLICK_DEADLINE_S``: longest wait of an interactive ``/predict`` (a smart-tool click)
+    for its worker; then it answers 504. A first click on a large image on a CPU worker takes
+    seconds (SAM's image encoder); later clicks on the same image take a fraction of that."""
+    click_cache_images: int = 8
+    """``SAMIAM_CLICK_CACHE_IMAGES``: images per worker whose SAM embedding (about 4 MB each) and
+    booster segmentation are kept for later clicks, least recently clicked out first."""
     settings: Settings = field(default_factory=Settings)
     """The engine's settings (``SAMIAM_<SECTION>_<FIELD>``)."""
 
@@ -141,6 +150,8 @@ class ServiceConfig:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass) or ":" in (self.basic_auth_user or ""):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS (or neither); the user name "
                                 "cannot contain ':'")
+        if self.click_deadline_s <= 0 or self.click_cache_images < 1:
+            raise SettingsError("SAMIAM_CLICK_DEADLINE_S and SAMIAM_CLICK_CACHE_IMAGES must be positive")
         if self.max_tasks_per_request < 1 or self.max_request_bytes < 1:
             raise SettingsError("SAMIAM_MAX_TASKS_PER_REQUEST and SAMIAM_MAX_REQUEST_BYTES must be positive")
 

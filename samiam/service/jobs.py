@@ -54,6 +54,10 @@ class Dispatcher(Protocol):
     def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
     def submit_lesson(self, lesson: dict) -> None:
         """Run the learning job of ``lesson`` (:mod:`samiam.service.learning`)."""
+    def click(self, job: dict, image_key: str, deadline_s: float) -> dict:
+        """Run :func:`samiam.service.interactive.run_click` on ``job`` ahead of every prediction
+        job, preferably where the clicks on ``image_key`` ran before; its outcome, or
+        :class:`ClickTimeoutError` after ``deadline_s``."""
     def queue_depth(self) -> int: ...
     def workers(self) -> list[dict]: ...
 
@@ -70,10 +74,12 @@ def load_engine(config: ServiceConfig):
 
 
 class Runtime:
-    """What jobs need in this process; the engine is built on first use, once."""
+    """What jobs need in this process; the engine is built on first use, once, and so is the
+    :class:`~samiam.interactive.Clicker` of click jobs (its cache of SAM image embeddings).
+    ``worker_name`` says who answers clicks (the RQ worker's name; ``"embedded"``)."""
 
     def __init__(self, config: ServiceConfig, store: Store, dispatcher: Dispatcher,
-                 engine_factory: Callable[[ServiceConfig], Any] = load_engine):
+                 engine_factory: Callable[[ServiceConfig], Any] = load_engine, worker_name: str = "embedded"):
         # imported here: prototype_store imports redis_mode, which imports this module
         from samiam.service.prototype_store import make_prototype_store
         self.config = config
@@ -83,8 +89,10 @@ class Runtime:
         """The projects' learned labels (:mod:`samiam.service.prototype_store`), in the store's Redis
         (a :class:`~samiam.service.redis_mode.RedisStore`'s connection), else in memory."""
         self.cache = PredictionCache(store, config.cache_ttl_s)
+        self.worker_name = worker_name
         self._engine_factory = engine_factory
         self._engine = None
+        self._clicker = None
         self._lock = threading.Lock()
 
     @property
@@ -107,6 +115,15 @@ class Runtime:
                 self._engine = self._engine_factory(self.config)
                 log.info("engine loaded in %.1f s", time.perf_counter() - started)
             return self._engine
+
+    def clicker(self):
+        """The process's :class:`~samiam.interactive.Clicker` on :meth:`engine`."""
+        from samiam.interactive import Clicker
+        engine = self.engine()
+        with self._lock:
+            if self._clicker is None:
+                self._clicker = Clicker(engine, self.config.click_cache_images)
+            return self._clicker
 
 
 _runtime: Runtime | None = None

@@ -3,8 +3,10 @@ the web process (:class:`EmbeddedDispatcher`).
 
 One thread runs predictions and learning jobs (so inference is serialised and one engine,
 loaded on the first task, serves them all); another runs write-backs and waits between their
-retries without holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over the batches
-whose ``/predict`` went away unanswered (:func:`samiam.service.jobs.hand_over_expired`).
+retries without holding up predictions; a third, every ``SAMIAM_WORKER_HEARTBEAT_S``, hands over
+the batches whose ``/predict`` went away unanswered (:func:`samiam.service.jobs.hand_over_expired`).
+Clicks of smart tools have a thread of their own (:meth:`EmbeddedDispatcher.click`): they never
+wait behind the queue of predictions, and share the engine and its click cache.
 Nothing survives a restart: this is the laptop mode of ``samiam serve``.
 """
 
@@ -15,8 +17,9 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from samiam.service import jobs
+from samiam.service import interactive, jobs
 from samiam.service.config import ServiceConfig
 from samiam.service.store import (
     LATENCY_COUNT,
@@ -38,6 +41,7 @@ class EmbeddedDispatcher:
         self._sleep = sleep
         self._predictions = ThreadPoolExecutor(1, thread_name_prefix="samiam-predict")
         self._write_backs = ThreadPoolExecutor(1, thread_name_prefix="samiam-write-back")
+        self._clicks = ThreadPoolExecutor(1, thread_name_prefix="samiam-click")
         self._pending = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +83,16 @@ class EmbeddedDispatcher:
         from samiam.service.learning import JOBS
         self._submit(self._predictions, JOBS[lesson["kind"]], lesson)
 
+    def click(self, job, image_key, deadline_s):
+        """Run the click on the click thread (one process holds one embedding cache, so
+        ``image_key`` routes nothing) and wait up to ``deadline_s`` for it."""
+        future = self._clicks.submit(interactive.run_click, self.runtime, job, self.runtime.worker_name)
+        try:
+            return future.result(timeout=deadline_s)
+        except FutureTimeout:
+            future.cancel()  # not started yet: never run; running: its answer is dropped
+            raise interactive.too_late(deadline_s) from None
+
     def _write_back_with_retries(self, task_id, prediction, project):
         intervals = self.config.writeback_retry_intervals_s
         for attempt in range(len(intervals) + 1):
@@ -106,6 +120,7 @@ class EmbeddedDispatcher:
         self._sweeper.join()
         self._predictions.shutdown(wait=True)
         self._write_backs.shutdown(wait=True)
+        self._clicks.shutdown(wait=True)
 
 
 class _Batch:

@@ -20,6 +20,10 @@ COUNTERS = {
     "writebacks_failed": ("samiam_writebacks_failed_total", "Write-backs that failed after the last retry."),
     "lessons_learned": ("samiam_lessons_learned_total", "Annotations (or rebuilds) learned into label prototypes."),
     "lessons_failed": ("samiam_lessons_failed_total", "Learning jobs that failed (reason on the status page)."),
+    "clicks_answered": ("samiam_clicks_answered_total", "Smart-tool clicks answered with a region."),
+    "clicks_failed": ("samiam_clicks_failed_total", "Smart-tool clicks that failed (reason in the answer and the log)."),
+    "click_encoder_runs": ("samiam_click_encoder_runs_total",
+                           "Clicks that ran SAM's image encoder (the rest used a cached embedding, or no SAM)."),
 }
 
 

@@ -1,6 +1,12 @@
 """The Redis mode: state in Redis (:class:`RedisStore`) and jobs on an RQ queue
 (:class:`RQDispatcher`), run by ``samiam worker`` processes (one engine each).
 
+Clicks of smart tools have queues of their own, which every worker takes jobs from before the
+prediction queue: each worker's own (``<queue>-clicks@<worker>``), where the web tier sends the
+clicks on the images it routes to that worker, then the shared one (``<queue>-clicks``), for
+clicks when every live worker is busy with a pre-annotation job (or none lives). The answer comes
+back through a Redis list the web tier blocks on (:meth:`RedisStore.wait_reply`).
+
 The web tier and the workers share everything through Redis; see :mod:`samiam.service.store`
 for the batch hand-over both stores implement.
 """
@@ -9,14 +15,16 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from typing import Any
 
 import redis
 from rq import Callback, Queue, Retry, Worker
+from rq.utils import now
 
 from samiam.errors import QueueUnavailableError
-from samiam.service import jobs
+from samiam.service import interactive, jobs
 from samiam.service.config import ServiceConfig
 from samiam.service.store import (
     LATENCY_COUNT,
@@ -246,6 +254,24 @@ class RedisStore:
         self.redis.set(f"{PREFIX}:{key}", json.dumps(value), ex=ttl_s)
 
     @redis_errors_as_unavailable
+    def push_reply(self, key, outcome):
+        """Hand a click's ``outcome`` to the web tier waiting in :meth:`wait_reply` on ``key``
+        (kept one minute: a web tier that gave up never reads it)."""
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(f"{PREFIX}:{key}", json.dumps(outcome))
+            pipe.expire(f"{PREFIX}:{key}", 60)
+            pipe.execute()
+
+    @redis_errors_as_unavailable
+    def wait_reply(self, key, timeout_s):
+        """The outcome pushed to ``key``, waiting up to ``timeout_s`` (below the socket
+        time-out) for it; None when none came."""
+        if timeout_s <= 0:
+            return None
+        reply = self.redis.blpop([f"{PREFIX}:{key}"], timeout=max(timeout_s, _REDIS_TIMEOUT_RESOLUTION_S))
+        return None if reply is None else json.loads(reply[1])
+
+    @redis_errors_as_unavailable
     def set_device(self, worker, device):
         if device is None:
             self.redis.hdel(f"{PREFIX}:devices", worker)
@@ -275,6 +301,11 @@ def make_store(config: ServiceConfig, connection: redis.Redis) -> RedisStore:
     return RedisStore(connection, config.result_ttl_s, config.latency_buckets_s, config.recent_failures)
 
 
+def click_queue_name(queue_name: str, worker: str | None = None) -> str:
+    """The shared click queue that goes with prediction queue ``queue_name``, or ``worker``'s own."""
+    return f"{queue_name}-clicks" + (f"@{worker}" if worker else "")
+
+
 ENQUEUE_CHUNK = 500
 """Jobs per Redis transaction when enqueuing in bulk (500 take about 0.15 s)."""
 
@@ -285,6 +316,7 @@ class RQDispatcher:
     def __init__(self, config: ServiceConfig, connection: redis.Redis, store: RedisStore):
         self.config = config
         self.queue = Queue(config.queue_name, connection=connection)
+        self.clicks = Queue(click_queue_name(config.queue_name), connection=connection)
         self.store = store
         self.url = store.url
 
@@ -334,3 +366,36 @@ class RQDispatcher:
         return [{"name": w.name, "state": getattr(w.get_state(), "value", w.get_state()), "device": devices.get(w.name, "unknown"),
                  "job": w.get_current_job_id()}
                 for w in Worker.all(queue=self.queue)]
+
+    @redis_errors_as_unavailable
+    def click_workers(self) -> dict[str, bool]:
+        """Live workers that take clicks: name -> busy with a pre-annotation job. A worker whose
+        last heartbeat is older than a lease (``SAMIAM_JOB_LEASE_S``) is gone (killed: RQ keeps
+        its registration for minutes)."""
+        live = {}
+        for worker in Worker.all(queue=self.clicks):
+            beat = worker.last_heartbeat
+            if beat is None or (now() - beat).total_seconds() > self.config.job_lease_s:
+                continue
+            job = worker.get_current_job_id()
+            live[worker.name] = bool(job) and not job.startswith(interactive.JOB_PREFIX)
+        return live
+
+    @redis_errors_as_unavailable
+    def click(self, job, image_key, deadline_s):
+        """Enqueue the click on the queue of the worker :func:`interactive.pick_worker` picks for
+        ``image_key`` (the shared click queue when it picks none) and wait for its outcome; the
+        job is dropped by RQ if no worker started it within ``deadline_s``."""
+        worker = interactive.pick_worker(image_key, self.click_workers())
+        queue = self.clicks if worker is None else \
+            Queue(click_queue_name(self.config.queue_name, worker), connection=self.queue.connection)
+        reply = f"click-reply:{job['id']}"
+        queue.enqueue_call(interactive.click_task, args=(job, reply), job_id=interactive.JOB_PREFIX + job["id"],
+                           timeout=self.config.job_timeout_s, ttl=max(1, math.ceil(deadline_s)), result_ttl=0,
+                           failure_ttl=self.config.result_ttl_s, description=f"click on task {job['task']['task_id']}")
+        give_up = time.monotonic() + deadline_s
+        while (left := give_up - time.monotonic()) > 0:
+            outcome = self.store.wait_reply(reply, min(left, self.config.poll_interval_s))
+            if outcome is not None:
+                return outcome
+        raise interactive.too_late(deadline_s)

@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ from samiam.errors import SettingsError
 from samiam.service import jobs
 from samiam.service.config import ServiceConfig
 from samiam.service.reconnect import BACKOFF_CAP_S, RideOut
-from samiam.service.redis_mode import RQDispatcher, connect, make_store
+from samiam.service.redis_mode import RQDispatcher, click_queue_name, connect, make_store
 from samiam.service.store import PREFIX
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,9 @@ class LeasedWorker(SimpleWorker):
 def run_worker(config: ServiceConfig, *, queue_name: str | None = None, burst: bool = False,
                name: str | None = None,
                engine_factory: Callable[[ServiceConfig], Any] = jobs.load_engine) -> bool:
-    """Load the engine, then work on the queue until stopped (or, with ``burst``, until it is
-    empty). Returns whether any job was performed."""
+    """Load the engine, then work on the queues until stopped (or, with ``burst``, until they
+    are empty): this worker's own click queue first, then the shared click queue, then the
+    prediction queue (see :mod:`samiam.service.redis_mode`). Returns whether any job was performed."""
     if config.embedded:
         raise SettingsError("samiam worker needs REDIS_URL (e.g. redis://localhost:6379/0): without it "
                             "`samiam serve` runs the jobs itself and no worker is needed")
@@ -210,14 +212,17 @@ def run_worker(config: ServiceConfig, *, queue_name: str | None = None, burst: b
     ride_out = RideOut(config.redis_url.rsplit("@", 1)[-1])  # no password in the logs
     connection = connect(config, retry=ride_out)
     store = make_store(config, connection)
-    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store), engine_factory)
+    name = name or uuid.uuid4().hex  # the web tier finds this worker's click queue by its name
+    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store), engine_factory, worker_name=name)
     device = runtime.describe_device()  # loads the engine before the first job is taken
     jobs.install(runtime)
-    worker = LeasedWorker([Queue(config.queue_name, connection=connection)], connection=connection, name=name,
+    queues = [Queue(queue, connection=connection) for queue in (
+        click_queue_name(config.queue_name, name), click_queue_name(config.queue_name), config.queue_name)]
+    worker = LeasedWorker(queues, connection=connection, name=name,
                           lease_s=config.job_lease_s, heartbeat_s=config.worker_heartbeat_s, ride_out=ride_out)
     worker.claim_name()
     store.set_device(worker.name, device)
-    log.info("worker %s: %s, queue %r", worker.name, device, config.queue_name)
+    log.info("worker %s: %s, queues %s", worker.name, device, ", ".join(repr(q.name) for q in queues))
     try:
         worker.schedule_due_jobs()
         worker.reap_abandoned()  # jobs of workers that died while none was left to notice
