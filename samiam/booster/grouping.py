@@ -149,8 +149,8 @@ def count_late_groups(features: np.ndarray, owner: np.ndarray, masks: np.ndarray
     features: (M, F) float, one row per crop; owner: (M,) int, the mask of each row; masks:
     (G,) int, the founders, and groups: (G,) int, their groups (from :func:`group_masks`). A late
     mask, largest number of crops first, is a new group when its separation from every group
-    (founders' and earlier late ones') is at least ``threshold`` and, given ``step``, no adjacent
-    group shows no step against it. A material with only small masks (a narrow layer, crops of
+    (founders' and earlier late ones') is at least ``threshold`` and, given ``step``, no group it
+    meets is the same material by :meth:`StepTest.same` (a gradient, not a step). A material with only small masks (a narrow layer, crops of
     which are few) is then counted, where :func:`group_masks` left it out.
     """
     members = [list(masks[groups == g]) for g in range(int(groups.max()) + 1)]
