@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from samiam.booster.embedders import make_embedder
-from samiam.booster.grouping import group_masks, separation, step_ratio
+from samiam.booster.grouping import count_late_groups, group_masks, separation, step_ratio
 from samiam.booster.merging import crop_side, merge_masks
 from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings
@@ -192,6 +192,20 @@ def test_group_masks_merges_closest_first_up_to_the_threshold_and_the_cap():
     np.testing.assert_array_equal(group_masks(features, owner, np.arange(4), 5.0, 2), [0, 0, 0, 1])
     np.testing.assert_array_equal(group_masks(features, owner, np.array([3, 1]), 1e9, 6), [0, 0])
 
+
+
+def test_a_material_of_masks_too_small_to_found_a_group_is_still_counted():
+    """Founders 0 and 1 (20 crops, one material); masks of 3 crops: 2 and 4 show a material 50
+    standard deviations away (counted once), 3 the founders' own (not counted)."""
+    rng = np.random.default_rng(6)
+    centres = {0: 0.0, 1: 0.0, 2: 50.0, 3: 0.3, 4: 50.0}
+    owner = np.concatenate([np.repeat([0, 1], 20), np.repeat([2, 3, 4], 3)])
+    features = np.array([centres[m] for m in owner])[:, None] + rng.normal(0, 1, (len(owner), 1))
+    founders = np.array([0, 1])
+    groups = group_masks(features, owner, founders, 5.0, 6)
+    np.testing.assert_array_equal(groups, [0, 0])
+    assert count_late_groups(features, owner, founders, groups, np.array([2, 3, 4]), 20.0) == 1
+    assert count_late_groups(features, owner, founders, groups, np.array([3]), 20.0) == 0
 
 def ramp_lattice(gain_of_row, noise=0.02):
     """The period-6 px lattice of :func:`halves`, its brightness scaled row by row by

@@ -7,7 +7,7 @@ import pytest
 
 from samiam.io import Micrograph
 from samiam.proposals import ClassicalProposer
-from samiam.proposals.classical import dominant_period, separability
+from samiam.proposals.classical import SPOT_EDGE_SIGMA, dominant_period, find_spots, separability
 from samiam.settings import ProposalSettings
 
 SIDE = 256
@@ -167,3 +167,27 @@ def test_a_narrow_layer_between_vacuum_and_a_gap_band_is_a_proposal():
     proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(rng.poisson(signal).astype(float)))
     iou = max((m & strip).sum() / (m | strip).sum() for m in proposals.masks)
     assert iou > 0.6, iou
+
+
+def test_a_dim_particle_and_a_bright_particles_blurred_rim_are_spots():
+    """:func:`find_spots` on a support of 20 counts (Poisson noise, sigma 4.5 per pixel) with a
+    bright disc (+40) and a dim one (+6), both blurred by sigma 2 px like a probe's tail: each is
+    one spot; the dim spot matches its disc (IoU > 0.7), and the bright one reaches down its
+    blurred rim: it holds every pixel where the blurred signal is at least a quarter of the
+    disc's height, and stays within three blur sigmas (6 px) of the disc."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:SIDE, :SIDE]
+    bright = (y - 80) ** 2 + (x - 80) ** 2 <= 12 ** 2
+    dim = (y - 170) ** 2 + (x - 170) ** 2 <= 12 ** 2
+    bright_signal = ndimage.gaussian_filter(40.0 * bright, 2)
+    image = rng.poisson(20.0 + bright_signal + ndimage.gaussian_filter(6.0 * dim, 2)).astype(float)
+    window = 8.0
+    spots = find_spots(ndimage.gaussian_filter(image, window / 2), ndimage.gaussian_filter(image, SPOT_EDGE_SIGMA),
+                       window, contrast=5.0, max_radius=2 * window)
+    assert spots.max() == 2
+    dim_spot, bright_spot = spots == spots[170, 170], spots == spots[80, 80]
+    assert (dim_spot & dim).sum() / (dim_spot | dim).sum() > 0.7
+    assert (bright_spot | (bright_signal < 10)).all(), "the blurred rim must belong to the particle"
+    assert ndimage.distance_transform_edt(~bright)[bright_spot].max() <= 6

@@ -139,3 +139,29 @@ def group_masks(features: np.ndarray, owner: np.ndarray, masks: np.ndarray, thre
                 compare(i, other)
     group_of = {m: g for g, i in enumerate(np.flatnonzero(alive)) for m in members[i]}
     return np.array([group_of[int(m)] for m in masks], np.int64)
+
+
+def count_late_groups(features: np.ndarray, owner: np.ndarray, masks: np.ndarray, groups: np.ndarray,
+                      late: np.ndarray, threshold: float, step: StepTest | None = None) -> int:
+    """How many of the masks ``late: (L,) int``, each with too few crops to found a group in
+    :func:`group_masks` (at least two), show a material none of the groups shows.
+
+    features: (M, F) float, one row per crop; owner: (M,) int, the mask of each row; masks:
+    (G,) int, the founders, and groups: (G,) int, their groups (from :func:`group_masks`). A late
+    mask, largest number of crops first, is a new group when its separation from every group
+    (founders' and earlier late ones') is at least ``threshold`` and, given ``step``, no group it
+    meets is the same material by :meth:`StepTest.same` (a gradient, not a step). A material with only small masks (a narrow layer, crops of
+    which are few) is then counted, where :func:`group_masks` left it out.
+    """
+    members = [list(masks[groups == g]) for g in range(int(groups.max()) + 1)]
+    rows = [features[np.isin(owner, group)] for group in members]
+    order = sorted(late, key=lambda m: -int((owner == m).sum()))
+    added = 0
+    for m in order:
+        mine = features[owner == m]
+        if all(separation(mine, other) >= threshold and not (step is not None and step.same([int(m)], group))
+               for other, group in zip(rows, members)):
+            members.append([int(m)])
+            rows.append(mine)
+            added += 1
+    return added

@@ -70,7 +70,7 @@ from sklearn.metrics import silhouette_score
 from samiam import masks as masklib
 from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_crops, sample_crops
 from samiam.booster.embedders import TextureEmbedder, intensity_features
-from samiam.booster.grouping import StepTest, group_masks
+from samiam.booster.grouping import StepTest, count_late_groups, group_masks
 from samiam.errors import SettingsError
 from samiam.settings import MergingSettings, scale_to_image
 
@@ -86,6 +86,10 @@ and ``separation_all`` scales ``same_material_t2`` by it."""
 SMALL_MASK_AREA = 16
 """A mask with no grid crop still votes, through a crop of its own interior, from this many px;
 smaller ones are islands and dropped."""
+LATE_T2_FACTOR = 4.0
+"""A mask with too few crops to found a group (2 to ``min_group_crops - 1``) still counts as a
+material of its own when its separation from every group is this many times ``same_material_t2``
+(a t statistic over so few crops has heavy tails: 4 x 5 is about the 97.5th percentile of F(1, 3))."""
 K_ESTIMATORS = ("auto", "silhouette", "separation", "separation_all")
 """Values of ``merging.k_estimator``."""
 
@@ -229,7 +233,9 @@ def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, 
     step = StepTest(grid, grid_features, settings.step_ratio, settings.min_group_crops)
     threshold = settings.same_material_t2 * (GRID_OVERLAP if every_crop else 1)
     groups = group_masks(rows, owner, founders, threshold, k_max, step)
-    return int(groups.max()) + 1
+    late = np.flatnonzero((counts >= 2) & (counts < settings.min_group_crops))
+    added = count_late_groups(rows, owner, founders, groups, late, LATE_T2_FACTOR * threshold, step)
+    return min(int(groups.max()) + 1 + added, k_max)
 
 
 def _grid_rows(grid_boxes: np.ndarray, boxes: np.ndarray, width: int) -> np.ndarray:

@@ -5,8 +5,12 @@
    image). An image without a lattice (its spectrum has no peak) gets the largest window and the
    period that goes with it.
 2. Compact spots smaller than the window (particles, voids) would be averaged away: in an image
-   without a lattice (in a lattice, atom columns would pass for spots) they are found first, as connected areas where the intensity smoothed over ``p / 2`` differs from the local
-   mean over the window by more than ``classical_blob_contrast`` robust standard deviations.
+   without a lattice (in a lattice, atom columns would pass for spots) they are found first: seeded
+   where the intensity smoothed over ``p / 2`` differs from the local mean of the support around
+   it by more than ``classical_blob_contrast`` robust standard deviations, each reaching out,
+   on the intensity smoothed over only :data:`SPOT_EDGE_SIGMA` px, to where it sinks into the
+   support's noise (:data:`SPOT_EDGE_CONTRAST`), so a dim particle, a blurred rim and a dim lobe
+   belong to their spot.
 3. Texture feature maps: the local mean, the log local variance and the log local energy in
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
    space), each averaged over the Gaussian window, leaving out the spots and their surroundings.
@@ -47,6 +51,13 @@ ENERGY_FLOOR = 1e-6
 SPOT_WINDOWS = 2.0
 """Spots are at most this many texture-window sigmas in radius (the window's reach): larger
 bright or dark areas are left to the texture segmentation."""
+SPOT_EDGE_SIGMA = 1.5
+"""A spot's edge is found on the intensity smoothed over this many working-resolution px (noise
+down threefold, a particle's rim kept sharp)."""
+SPOT_EDGE_CONTRAST = 4.0
+"""A spot reaches out to where its (lightly smoothed) intensity is still this many standard
+deviations of the surroundings' noise away from the local mean: a particle's blurred rim and
+its dimmer lobes belong to it."""
 WEIGHT_FLOOR = 1e-6
 """Smallest weight a window average outside the spots is divided by (inside large spots it is ~0)."""
 VARIANCE_FLOOR = 1e-6
@@ -162,7 +173,8 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
     fine = ndimage.gaussian_filter(maps[0], period / 2 / factor, mode="reflect")
     # In a lattice, atom columns and their defects would pass for spots: only amorphous images get them.
     spots = (np.zeros(fine.shape, np.int64) if lattice is not None else
-             find_spots(fine, window, settings.classical_blob_contrast, max_radius=SPOT_WINDOWS * window))
+             find_spots(fine, ndimage.gaussian_filter(maps[0], SPOT_EDGE_SIGMA, mode="reflect"), window,
+                        settings.classical_blob_contrast, max_radius=SPOT_WINDOWS * window))
     # The band filters reach about two periods beyond a spot: leave that out of the textures too.
     outside = ~ndimage.binary_dilation(spots > 0, iterations=int(np.ceil(2 * period / factor)))
     weight = ndimage.gaussian_filter(outside.astype(np.float64), window, mode="reflect")
@@ -176,41 +188,80 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
                        spots, factor, window, period / factor)
 
 
-def find_spots(fine: np.ndarray, window: float, contrast: float, max_radius: float) -> np.ndarray:
+def find_spots(fine: np.ndarray, detail: np.ndarray, window: float, contrast: float,
+               max_radius: float) -> np.ndarray:
     """Compact bright or dark spots of ``fine: (h, w) float`` -> labels ``(h, w) int64``, 0
-    outside, 1..S.
+    outside, 1..S, with their edges found on ``detail: (h, w) float``, the same image smoothed
+    less (:data:`SPOT_EDGE_SIGMA`).
 
     The difference of ``fine`` from its local mean (a Gaussian window of sigma ``window``) is
     measured in robust standard deviations (1.4826 median absolute deviations); the local mean is
-    then taken again without the pixels beyond ``contrast`` of them, so that a bright spot does
-    not raise its surroundings' mean (and leave them a dark ring). A spot is seeded where the
-    difference still exceeds ``contrast`` and spans the connected pixels, of the same sign, where
-    it is at least half its peak. Spots larger than a disc of ``max_radius`` are textures, not
-    spots, and are dropped.
+    then taken again without the pixels beyond ``contrast`` of them and a window around them
+    (the blurred tail of ``fine``), so that a bright spot does not raise its surroundings' mean
+    (and leave them a dark ring, or hide a dim lobe beside it). A spot is seeded where the
+    difference still exceeds ``contrast`` and spans the connected pixels, of the same sign and
+    closer to its seed than to any other (a watershed), where ``detail`` differs from the local
+    mean by at least :data:`SPOT_EDGE_CONTRAST` robust standard deviations of ``detail``'s own
+    difference: a dim particle and a bright particle's blurred rim reach down to the noise of
+    the support around them. Pieces cut off from the seed are dropped; holes inside a spot are
+    filled. Spots larger than a disc of ``max_radius`` are textures, not spots, and are dropped.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
 
     spots = np.zeros(fine.shape, np.int64)
     residual = fine - ndimage.gaussian_filter(fine, window, mode="reflect")
-    spread = MAD_TO_STD * float(np.median(np.abs(residual - np.median(residual))))
+    spread = _robust_std(residual)
     if spread <= 0:
         return spots
-    usual = (np.abs(residual) <= contrast * spread).astype(np.float64)
-    residual = fine - (ndimage.gaussian_filter(fine * usual, window, mode="reflect")
-                       / np.maximum(ndimage.gaussian_filter(usual, window, mode="reflect"), WEIGHT_FLOOR))
+    usual = ~ndimage.binary_dilation(np.abs(residual) > contrast * spread, iterations=max(1, round(window)))
+    usual = usual.astype(np.float64)
+    background = (ndimage.gaussian_filter(fine * usual, window, mode="reflect")
+                  / np.maximum(ndimage.gaussian_filter(usual, window, mode="reflect"), WEIGHT_FLOOR))
+    residual, edge = fine - background, detail - background
+    edge_spread = _robust_std(edge)
     for sign in (1.0, -1.0):
-        r = sign * residual
+        r, e = sign * residual, sign * edge
         seeds = ndimage.label(r > contrast * spread)[0]
         if not seeds.any():
             continue
-        extent = watershed(-r, markers=seeds, mask=r > 0)
-        peak = np.concatenate([[np.inf], ndimage.maximum(r, seeds, np.arange(1, seeds.max() + 1))])
-        extent = np.where(r >= peak[extent] / 2, extent, 0)
+        extent = watershed(-e, markers=seeds, mask=e >= SPOT_EDGE_CONTRAST * edge_spread)
+        extent = _fill_holes(_connected_to(extent, seeds > 0))
         area = np.bincount(extent.ravel())
         small = (area <= np.pi * max_radius ** 2)[extent] & (extent > 0) & (spots == 0)
         spots[small] = extent[small] + spots.max()
     return _consecutive(spots, background=0)
+
+
+def _robust_std(values: np.ndarray) -> float:
+    """1.4826 median absolute deviations of ``values``: their standard deviation were they normal,
+    whatever a few outliers (spots) do."""
+    return MAD_TO_STD * float(np.median(np.abs(values - np.median(values))))
+
+
+def _connected_to(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """``labels: (h, w) int``, 0 outside, without the connected pieces that hold no pixel of
+    ``seeds: (h, w) bool`` (noise cut off from its spot by the edge threshold)."""
+    from scipy import ndimage
+
+    pieces = ndimage.label(labels > 0)[0]
+    seeded = np.zeros(pieces.max() + 1, bool)
+    seeded[pieces[seeds]] = True
+    seeded[0] = False
+    return np.where(seeded[pieces], labels, 0)
+
+
+def _fill_holes(labels: np.ndarray) -> np.ndarray:
+    """``labels: (h, w) int``, 0 outside, with each label's holes (background enclosed by it) given to it."""
+    from scipy import ndimage
+
+    filled = labels.copy()
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        inside = ndimage.binary_fill_holes(labels[box] == index)
+        filled[box][inside & (labels[box] == 0)] = index
+    return filled
 
 
 def feature_gradient(features: np.ndarray) -> np.ndarray:
