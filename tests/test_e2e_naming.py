@@ -29,7 +29,6 @@ from label_studio import TOKEN, label_studio_bin, start_label_studio, stop, wait
 from test_e2e_label_studio import (
     ENGINE_ENV,
     SCREENSHOT,
-    _gunicorn,
     _retrieve_predictions,
     _screenshot_labeling_page,
     _setup_model_version,
@@ -58,7 +57,7 @@ def stack(tmp_path_factory):
     require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
     require_e2e(shutil.which("redis-server") is not None, "redis-server")
     from redis_server import RedisServer
-    from service_processes import start_worker
+    from service_processes import start_web, start_worker
 
     work = tmp_path_factory.mktemp("e2e-naming")
     processes = []
@@ -68,7 +67,7 @@ def stack(tmp_path_factory):
         studio = start_label_studio(work)
         env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
                    **ENGINE_ENV)
-        backend, web = _gunicorn(env, work, "web")
+        backend, web = start_web(env, work, "web")
         processes += [web, start_worker(env, "e2e-naming-worker", work / "worker.log")]
         wait_for(backend + "/health", 60, web)
         ready_by = time.monotonic() + 60
