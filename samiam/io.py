@@ -96,6 +96,23 @@ class Micrograph:
         return self.grey.shape
 
 
+MIN_SIDE = 16
+"""Smallest image side (px) samiam segments: below it an image holds too few texture crops to
+find a material (an 8 x 8 image came back with no region at all). Such images still load, for
+reading a file's metadata; :func:`check_segmentable` refuses them before segmenting."""
+
+
+def check_segmentable(micrograph: Micrograph) -> None:
+    """Raise :class:`UnsupportedImageError`, naming the image, when a side of ``micrograph`` is
+    under :data:`MIN_SIDE` px."""
+    height, width = micrograph.shape
+    if min(height, width) < MIN_SIDE:
+        where = micrograph.source or micrograph.name
+        label = f"{where} ({micrograph.signal})" if micrograph.signal else where
+        raise UnsupportedImageError(f"{label}: the image is {width}x{height} px; samiam segments images of at "
+                                    f"least {MIN_SIDE} px a side")
+
+
 def load_micrograph(source: ImageSource, settings: ImageSettings | None = None) -> Micrograph:
     """Decode ``source`` (a path or the file's bytes) and normalise it; a microscope file's
     stack becomes the sum of its frames (use :func:`iter_micrographs` for each frame).

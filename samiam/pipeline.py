@@ -25,7 +25,7 @@ from samiam.booster import k_estimator_for, merge_masks, remove_masks
 from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
-from samiam.io import ImageSource, Micrograph, load_micrograph
+from samiam.io import ImageSource, Micrograph, check_segmentable, load_micrograph
 from samiam.proposals import Proposer, make_proposer, tiled
 from samiam.scale import ImageScale, settings_for_image
 from samiam.settings import Settings
@@ -157,7 +157,10 @@ class Engine:
 
 
 def _as_micrograph(image: ImageSource | Micrograph, settings: Settings) -> Micrograph:
-    return image if isinstance(image, Micrograph) else load_micrograph(image, settings.image)
+    """``image`` decoded, and large enough to segment (:func:`samiam.io.check_segmentable`)."""
+    micrograph = image if isinstance(image, Micrograph) else load_micrograph(image, settings.image)
+    check_segmentable(micrograph)
+    return micrograph
 
 
 def segment(image: ImageSource | Micrograph, settings: Settings | None = None,

@@ -14,6 +14,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+import samiam
 from samiam.errors import (
     ConstantImageError,
     ImageError,
@@ -21,8 +22,8 @@ from samiam.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from samiam.io import Micrograph, load_micrograph
-from samiam.settings import ImageSettings
+from samiam.io import Micrograph, check_segmentable, load_micrograph
+from samiam.settings import ImageSettings, Settings
 
 H, W = 48, 64
 REAL = Path(__file__).resolve().parents[1] / "samples"  # bundled copies of ../shared/data/real
@@ -260,6 +261,22 @@ def test_empty_file_and_zero_size_image(tmp_path):
         tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 9), np.uint8))
     with pytest.raises(UnsupportedImageError, match="zero size"):
         load_micrograph(tmp_path / "zero.tif")
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (15, 400), (400, 15)])
+def test_images_too_small_to_segment_load_but_are_refused_by_name(tmp_path, shape):
+    pixels = np.random.default_rng(0).integers(0, 65535, shape, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "tiny.tif", pixels)
+    micrograph = load_micrograph(tmp_path / "tiny.tif")  # metadata stays readable
+    with pytest.raises(UnsupportedImageError, match=rf"tiny.tif: the image is {shape[1]}x{shape[0]} px; .* at least 16"):
+        check_segmentable(micrograph)
+    with pytest.raises(UnsupportedImageError, match="at least 16 px a side"):
+        samiam.segment(micrograph, Settings().replace({"proposals.proposer": "classical"}))
+
+
+def test_an_image_of_the_smallest_side_is_segmentable(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    check_segmentable(load_micrograph(save_pillow(tmp_path / "small.png", pixels)))
 
 
 @pytest.mark.parametrize("image", [

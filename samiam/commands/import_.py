@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from samiam.io import iter_micrographs
+    from samiam.io import check_segmentable, iter_micrographs
     from samiam.labelstudio.tasks import import_task, url_base
     from samiam.settings import Settings
     from samiam.views import write_views
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for path in tqdm(files, desc="import", unit="file"):
         try:
             for micrograph in iter_micrographs(path, settings.image, args.stack):
+                check_segmentable(micrograph)  # a task nothing could pre-label
                 if micrograph.name in made_by:
                     raise SamiamError(f"{path.name} and {made_by[micrograph.name].name} would both be written as "
                                       f"{micrograph.name}.png; rename one")
