@@ -4,8 +4,16 @@ import itertools
 import numpy as np
 import pytest
 
+from samiam.booster.crops import CropGrid
 from samiam.booster.embedders import make_embedder
-from samiam.booster.grouping import count_late_groups, group_masks, separation, step_ratio
+from samiam.booster.grouping import (
+    NESTED_T2_FACTOR,
+    StepTest,
+    count_late_groups,
+    group_masks,
+    separation,
+    step_ratio,
+)
 from samiam.booster.merging import crop_side, merge_masks
 from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings
@@ -206,6 +214,26 @@ def test_a_material_of_masks_too_small_to_found_a_group_is_still_counted():
     np.testing.assert_array_equal(groups, [0, 0])
     assert count_late_groups(features, owner, founders, groups, np.array([2, 3, 4]), 20.0) == 1
     assert count_late_groups(features, owner, founders, groups, np.array([3]), 20.0) == 0
+
+def test_a_mask_nested_in_another_is_its_material_unless_far_apart():
+    """Mask 1 is a part of mask 0 (all its 20 grid crops are mask 0's too; mask 0 has 20 more).
+    A shift of one standard deviation between their crop samples (separation about 10, above the
+    threshold 5) is one material; 50 standard deviations are two. Two masks side by side
+    (no crop shared) with the same shift stay apart: there the whole-group test decides."""
+    rng = np.random.default_rng(7)
+    owner = np.repeat([0, 1], 20)
+    noise = rng.normal(0, 1, (40, 1))
+    nested_grid = CropGrid(boxes=np.zeros((40, 4), np.int64),
+                           owned=np.stack([np.ones(40, bool), np.arange(40) >= 20]), near=np.ones((2, 40), bool))
+    beside_grid = dataclasses.replace(nested_grid, owned=np.stack([np.arange(40) < 20, np.arange(40) >= 20]))
+    for shift, grid, expected in ((1.0, nested_grid, [0, 0]), (50.0, nested_grid, [0, 1]), (1.0, beside_grid, [0, 1])):
+        features = noise + np.where(owner == 1, shift, 0.0)[:, None]
+        step = StepTest(grid, features, max_ratio=0.0, min_crops=5)
+        if shift == 1.0:
+            assert 5.0 < separation(features[:20], features[20:]) < NESTED_T2_FACTOR * 5.0
+        np.testing.assert_array_equal(group_masks(features, owner, np.arange(2), 5.0, 6, step), expected)
+        np.testing.assert_array_equal(group_masks(features, owner, np.arange(2), 5.0, 6), [0, 1])  # no step test
+
 
 def ramp_lattice(gain_of_row, noise=0.02):
     """The period-6 px lattice of :func:`halves`, its brightness scaled row by row by

@@ -30,7 +30,10 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
      (:class:`samiam.booster.grouping.StepTest` on every grid crop within ``step_reach`` crop
      sides of the other group, :func:`samiam.booster.crops.crop_grid`: their difference is, with
      two standard errors to spare, less than ``step_ratio`` of the whole
-     groups' difference); then while there are more than ``max_materials`` groups. K is the
+     groups' difference), or one lies inside the other's masks and their difference is below
+     four times ``same_material_t2`` (:meth:`samiam.booster.grouping.StepTest.nested`: SAM's
+     mask of a part inside its mask of the whole); then while there are more than
+     ``max_materials`` groups. K is the
      number of groups. A test over many crops separates materials a few per cent apart in
      intensity (synthetic classes 2 and 3), intensity features do not change across antiphase
      boundaries and rotated grains, and the step test keeps one lattice with a thickness gradient
