@@ -119,6 +119,28 @@ def test_a_zoomed_scene_shows_the_centre_of_the_same_scene():
         generate_scene(4, 2, size=SIDE, zoom=0.5)
 
 
+def test_a_finer_sampled_scene_shows_the_same_field_at_twice_the_pixels():
+    coarse, fine = generate_scene(5, 1, size=SIDE), generate_scene(5, 1, size=SIDE, sampling=2)
+    assert fine.image.shape == (2 * SIDE, 2 * SIDE) and fine.names == coarse.names
+    assert fine.pixel_nm == pytest.approx(coarse.pixel_nm / 2)
+    assert np.mean(coarse.materials.repeat(2, axis=1).repeat(2, axis=2) == fine.materials) > 0.97
+    assert lattice_period(fine.image) == pytest.approx(2 * lattice_period(coarse.image), rel=0.05)
+    with pytest.raises(SettingsError, match="sampling"):
+        generate_scene(5, 1, size=SIDE, sampling=1.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_stack_within_the_centre_keeps_every_material_in_the_zoomed_view(seed):
+    far = generate_scene(seed, 2, size=SIDE, layers_within=0.5)
+    near = generate_scene(seed, 2, size=SIDE, layers_within=0.5, zoom=2)
+    quarter = SIDE // 4
+    above, below = far.materials[:, :quarter].any(axis=(1, 2)), far.materials[:, -quarter:].any(axis=(1, 2))
+    assert not above[1:].any() and not below[:-1].any()  # only the top and bottom regions reach out
+    assert near.names == far.names
+    with pytest.raises(SettingsError, match="layers_within"):
+        generate_scene(seed, 2, size=SIDE, layers_within=0.1)
+
+
 def test_image_scale_prefers_the_file_then_the_lattice():
     image = square_lattice(8.0)
     assert image_scale(image, 0.05, "nm", 0.28) == ImageScale(0.05, "file")
