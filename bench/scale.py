@@ -125,10 +125,12 @@ def run(cases: list[str], n: int, first_seed: int, size: int, workers: int) -> l
 
 def report(rows: list[dict], command: str) -> str:
     cases = [case for case in CASES if any(r["case"] == case for r in rows)]
-    n = len({(r["difficulty"], r["seed"]) for r in rows}) // 3
+    seeds = {case: sorted({r["seed"] for r in rows if r["case"] == case}) for case in cases}
+    shown = "; ".join(f"{case}: {len(s)} scenes per difficulty class (1-3), seeds {s[0]}-{s[-1]}"
+                      for case, s in seeds.items())
     lines = [(f"Measured {time.strftime('%Y-%m-%d')} on the dev box ({platform.node() or 'this machine'}, "
-              f"2 shared CPU cores, no GPU) with `{command}`: {n} scenes per difficulty class (1-3), "
-              f"cases {', '.join(cases)}; the jobs took {job_minutes(rows):.0f} CPU-min."), "",
+              f"2 shared CPU cores, no GPU) with `{command}`: {shown}; the jobs took "
+              f"{job_minutes(rows):.0f} CPU-min."), "",
              ("Mean over the images of a row of the per-image metrics (docs/metrics.md), in %; `shared "
               "mIoU`: on the field both magnifications show; `K ok`: % of images where the number of "
               "materials found is the true one; `crop`: median crop side in px; `scale`: images whose "
@@ -208,7 +210,8 @@ def main() -> None:
     args = parser.parse_args()
     command = "python bench/scale.py " + " ".join(sys.argv[1:])
     if args.from_rows:
-        rows = [row for path in args.from_rows for row in json.loads(path.read_text())]
+        rows = [row for path in args.from_rows for row in json.loads(path.read_text())
+                if row["case"].split()[0] in args.cases]
     else:
         cases = [c for c in CASES if c.split()[0] in args.cases]
         rows = run(cases, args.n, args.first_seed, args.size, args.workers)

@@ -151,11 +151,11 @@ def test_image_scale_prefers_the_file_then_the_lattice():
 
 
 def test_crop_side_keeps_its_share_of_the_field_within_the_nm_bounds():
-    merging = Settings().replace({"merging.crop_size": 60, "merging.crop_min_nm": 1.0,
+    merging = Settings().replace({"merging.crop_size": 60, "merging.crop_min_nm": 0.75,
                                   "merging.crop_nm": 2.0}).merging
     assert crop_px(merging, ImageScale(0.05, "file"), 512, 512) == 30  # 1.5 nm: the reference's 30 px
     assert crop_px(merging, ImageScale(0.05, "file"), 1024, 1024) == 40  # 3 nm held to 2 nm
-    assert crop_px(merging, ImageScale(0.025, "file"), 512, 512) == 40  # 0.75 nm raised to 1 nm
+    assert crop_px(merging, ImageScale(0.0125, "file"), 512, 512) == 60  # 0.375 nm raised to 0.75 nm
     assert crop_px(merging, ImageScale(1.0, "file"), 512, 512) == MIN_CROP_PX  # a low-magnification file
     assert crop_px(merging, ImageScale(1e-4, "file"), 512, 300) == 75  # a quarter of the shorter side
 
