@@ -24,7 +24,7 @@ and boosted under each rule, K estimated as for the classical proposer). Scores 
 ``bench/quality.py``: per-image metrics of ``samiam.metrics`` against the exact ground truth; the
 change from 1x to 2x is taken per scene (paired) and summarised with its spread.
 
-    python bench/scale.py --n 16 --size 512 --cases narrow --write   # replaces the "scale" section
+    python bench/scale.py --n 16 --first-seed 200 --write   # replaces the "scale" section
 """
 
 from __future__ import annotations

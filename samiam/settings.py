@@ -6,7 +6,8 @@ of the same form) or by environment variable (``SAMIAM_<SECTION>_<FIELD>``, e.g.
 ``SAMIAM_MERGING_CROP_SIZE=48``; see :meth:`Settings.from_env`).
 
 Lengths on the specimen (crop side, island area and ring) are given twice: in nanometres
-(``merging.crop_nm``, ``removal.island_nm``, ``removal.island_ring_nm``), used when
+(the crop's bounds ``merging.crop_min_nm`` .. ``merging.crop_nm``, ``removal.island_nm``,
+``removal.island_ring_nm``), used when
 ``image.scale`` is ``physical`` (not the default) and the image's scale is known
 (:mod:`samiam.scale`: the file's pixel size, else the lattice period from the power spectrum),
 and in pixels for a *reference* image side of 1024 px, as in the paper, scaled with
