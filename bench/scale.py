@@ -51,7 +51,6 @@ CASES = {"narrow field": ({"layers_within": 0.5}, {"layers_within": 0.5, "zoom":
 """Scene options of each case at 1x and at 2x."""
 RULES = ("reference", "physical, file", "physical, lattice")
 PROPOSERS = ("sim-SAM", "classical")
-SHOWN = ("iou", "f1", "boundary_iou", "pq")
 
 
 def score_one(job: tuple[str, int, int, int, int]) -> list[dict]:
@@ -184,6 +183,7 @@ def job_minutes(rows: list[dict]) -> float:
 
 
 def mean(rows: list[dict], metric: str) -> float:
+    """Mean of ``metric`` over ``rows``."""
     return float(np.mean([r[metric] for r in rows]))
 
 
