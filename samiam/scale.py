@@ -2,6 +2,11 @@
 
 The booster looks at textures through crops and judges islands by their area; both are lengths on
 the specimen. With ``image.scale`` ``physical`` they are given in nm and converted per image:
+island area and ring are those lengths; the crop keeps the reference rule's share of the field
+(so a mask holds as many crops as its share of the view gives, at any magnification: SAM's masks
+are parts of the view, and the K estimator counts crops) but is held between
+``merging.crop_min_nm`` (a few lattice cells: a texture needs them) and ``merging.crop_nm``.
+The scale comes from
 
 1. the file's pixel size (:attr:`samiam.io.Micrograph.pixel_size`, in any length unit
    :data:`NM_PER_UNIT` knows), else
@@ -22,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from samiam.errors import SettingsError
-from samiam.settings import REFERENCE_SIDE, Settings
+from samiam.settings import REFERENCE_SIDE, MergingSettings, Settings, scale_to_image
 
 SCALE_RULES = ("physical", "reference")
 """Values of ``image.scale``."""
@@ -112,11 +117,15 @@ def image_scale(grey: np.ndarray, pixel_size: float | None, pixel_unit: str | No
     return None if period is None else ImageScale(period_nm / period, "lattice")
 
 
-def crop_px(crop_nm: float, scale: ImageScale, height: int, width: int) -> int:
-    """Crop side in px for ``crop_nm`` on an image of ``height`` x ``width`` at ``scale``, bounded
-    to :data:`MIN_CROP_PX` .. :data:`MAX_CROP_FRACTION` of the shorter side."""
+def crop_px(merging: MergingSettings, scale: ImageScale, height: int, width: int) -> int:
+    """Crop side in px on an image of ``height`` x ``width`` at ``scale``: the reference side
+    (``merging.crop_size`` scaled to the image) held between ``merging.crop_min_nm`` and
+    ``merging.crop_nm``, then bounded to :data:`MIN_CROP_PX` .. :data:`MAX_CROP_FRACTION` of the
+    shorter side."""
+    field_share = scale_to_image(merging.crop_size, height, width)
+    held = min(max(field_share, merging.crop_min_nm / scale.nm_per_px), merging.crop_nm / scale.nm_per_px)
     largest = max(int(MAX_CROP_FRACTION * min(height, width)), 1)
-    return int(min(max(round(crop_nm / scale.nm_per_px), MIN_CROP_PX), largest))
+    return int(min(max(round(held), MIN_CROP_PX), largest))
 
 
 def settings_for_image(settings: Settings, grey: np.ndarray, pixel_size: float | None,
@@ -126,7 +135,7 @@ def settings_for_image(settings: Settings, grey: np.ndarray, pixel_size: float |
 
     With a known scale (``image.scale`` physical), ``merging.crop_size``, ``removal.island_area``
     and ``removal.island_ring`` are replaced by the values at the 1024 px reference side that give
-    ``merging.crop_nm`` (bounded, :func:`crop_px`), ``removal.island_nm`` squared and
+    the crop side of :func:`crop_px`, ``removal.island_nm`` squared and
     ``removal.island_ring_nm`` on this image (``crop_size`` is an integer at the reference side:
     the crop side comes out within half a reference px, 1 px on images up to 2048 px); otherwise
     ``settings`` are returned unchanged.
@@ -140,7 +149,7 @@ def settings_for_image(settings: Settings, grey: np.ndarray, pixel_size: float |
         return settings, None
     height, width = grey.shape
     per_reference = REFERENCE_SIDE / math.sqrt(height * width)  # reference px per image px
-    crop = crop_px(settings.merging.crop_nm, scale, height, width)
+    crop = crop_px(settings.merging, scale, height, width)
     island = settings.removal.island_nm / scale.nm_per_px
     ring = settings.removal.island_ring_nm / scale.nm_per_px
     return replace(
@@ -156,7 +165,9 @@ def check(settings: Settings) -> None:
         ("image.scale", settings.image.scale, settings.image.scale in SCALE_RULES,
          f"one of {', '.join(SCALE_RULES)}"),
         ("image.period_nm", settings.image.period_nm, settings.image.period_nm > 0, "positive"),
-        ("merging.crop_nm", settings.merging.crop_nm, settings.merging.crop_nm > 0, "positive"),
+        ("merging.crop_min_nm", settings.merging.crop_min_nm, settings.merging.crop_min_nm > 0, "positive"),
+        ("merging.crop_nm", settings.merging.crop_nm, settings.merging.crop_nm >= settings.merging.crop_min_nm,
+         f"at least merging.crop_min_nm ({settings.merging.crop_min_nm!r})"),
         ("removal.island_nm", settings.removal.island_nm, settings.removal.island_nm >= 0, "at least 0"),
         ("removal.island_ring_nm", settings.removal.island_ring_nm, settings.removal.island_ring_nm > 0,
          "positive"),

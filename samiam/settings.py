@@ -6,7 +6,8 @@ of the same form) or by environment variable (``SAMIAM_<SECTION>_<FIELD>``, e.g.
 ``SAMIAM_MERGING_CROP_SIZE=48``; see :meth:`Settings.from_env`).
 
 Lengths on the specimen (crop side, island area and ring) are given twice: in nanometres
-(``merging.crop_nm``, ``removal.island_nm``, ``removal.island_ring_nm``), used when
+(the crop's bounds ``merging.crop_min_nm`` .. ``merging.crop_nm``, ``removal.island_nm``,
+``removal.island_ring_nm``), used when
 ``image.scale`` is ``physical`` (not the default) and the image's scale is known
 (:mod:`samiam.scale`: the file's pixel size, else the lattice period from the power spectrum),
 and in pixels for a *reference* image side of 1024 px, as in the paper, scaled with
@@ -47,9 +48,11 @@ class ImageSettings:
     converts the nm settings with the image's scale (the file's pixel size, else the lattice
     period estimated from its power spectrum, else as ``reference``); ``reference`` scales the
     pixel settings given at the 1024 px reference side with the image size. ``bench/scale.py``
-    (docs/benchmarks.md, "Physical scale") found no difference beyond per-scene flips of the
-    estimated K between the two, at 1x and 2x magnification, so the rule the K estimator's
-    thresholds were tuned with stays the default."""
+    (docs/benchmarks.md, "Physical scale": centred stacks at 2x zoom, the same field at twice the
+    pixels) found neither rule dropping at 2x beyond the per-scene spread, and ``physical`` not
+    better than ``reference`` (near-identical materials mixed up on a few scenes where the crop
+    grew to ``merging.crop_min_nm``), so the rule the K estimator's thresholds were tuned with
+    stays the default."""
     period_nm: float = 0.28
     """Spacing in nm taken for the strongest lattice fringes when the file states no pixel size
     (``scale`` physical): perovskites' {110} fringes, a / sqrt(2) for a = 0.39-0.40 nm, the
@@ -162,10 +165,17 @@ class MergingSettings:
     crops_per_mask: int = 10
     crop_size: int = 60
     """Crop side in px at the 1024 px reference size."""
+    crop_min_nm: float = 0.75
+    """Shortest crop side on the specimen, in nm (``image.scale`` physical): at higher
+    magnifications the crop (``crop_size``'s share of the field) grows to this, 2 perovskite
+    cells, 2.7 of the fringes of ``image.period_nm`` (:func:`samiam.scale.crop_px`). 1.0 nm
+    grew the crops at 2x on the synthetic scenes and mixed up near-identical materials
+    (bench/scale.py, docs/benchmarks.md "Physical scale")."""
     crop_nm: float = 2.0
-    """Crop side on the specimen, in nm (``image.scale`` physical): 5 perovskite cells, 7 of the
-    fringes of ``image.period_nm``; the reference's 60 px at the synthetic scenes' 0.26-0.38
-    Angstrom per px is 1.6-2.3 nm."""
+    """Longest crop side on the specimen, in nm (``image.scale`` physical): at lower
+    magnifications the crop shrinks to this, 5 perovskite cells, 7 fringes; the reference's 60 px
+    at the synthetic scenes' 0.26-0.38 Angstrom per px is 1.6-2.3 nm. A crop of fixed nm at 2x
+    magnification lost 6 points of mIoU (materials merged for want of crops, bench/scale.py)."""
     crop_inside: float = 0.90
     """A crop belongs to a mask when at least this fraction of it lies inside the mask."""
     materials: int | None = None

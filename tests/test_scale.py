@@ -9,6 +9,7 @@ import tifffile
 from scipy import ndimage
 
 import samiam
+from samiam.booster.crops import sample_crops
 from samiam.booster.merging import crop_side
 from samiam.booster.removal import island_area_pixels, ring_width
 from samiam.calibration import imagej_unit
@@ -119,6 +120,28 @@ def test_a_zoomed_scene_shows_the_centre_of_the_same_scene():
         generate_scene(4, 2, size=SIDE, zoom=0.5)
 
 
+def test_a_finer_sampled_scene_shows_the_same_field_at_twice_the_pixels():
+    coarse, fine = generate_scene(5, 1, size=SIDE), generate_scene(5, 1, size=SIDE, sampling=2)
+    assert fine.image.shape == (2 * SIDE, 2 * SIDE) and fine.names == coarse.names
+    assert fine.pixel_nm == pytest.approx(coarse.pixel_nm / 2)
+    assert np.mean(coarse.materials.repeat(2, axis=1).repeat(2, axis=2) == fine.materials) > 0.97
+    assert lattice_period(fine.image) == pytest.approx(2 * lattice_period(coarse.image), rel=0.05)
+    with pytest.raises(SettingsError, match="sampling"):
+        generate_scene(5, 1, size=SIDE, sampling=1.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_stack_within_the_centre_keeps_every_material_in_the_zoomed_view(seed):
+    far = generate_scene(seed, 2, size=SIDE, layers_within=0.5)
+    near = generate_scene(seed, 2, size=SIDE, layers_within=0.5, zoom=2)
+    quarter = SIDE // 4
+    above, below = far.materials[:, :quarter].any(axis=(1, 2)), far.materials[:, -quarter:].any(axis=(1, 2))
+    assert not above[1:].any() and not below[:-1].any()  # only the top and bottom regions reach out
+    assert near.names == far.names
+    with pytest.raises(SettingsError, match="layers_within"):
+        generate_scene(seed, 2, size=SIDE, layers_within=0.1)
+
+
 def test_image_scale_prefers_the_file_then_the_lattice():
     image = square_lattice(8.0)
     assert image_scale(image, 0.05, "nm", 0.28) == ImageScale(0.05, "file")
@@ -127,16 +150,37 @@ def test_image_scale_prefers_the_file_then_the_lattice():
     assert image_scale(np.random.default_rng(0).normal(size=(SIDE, SIDE)), None, None, 0.28) is None
 
 
-def test_crop_side_is_bounded_to_sane_pixel_counts():
-    assert crop_px(2.0, ImageScale(0.05, "file"), 512, 512) == 40
-    assert crop_px(2.0, ImageScale(1.0, "file"), 512, 512) == MIN_CROP_PX  # a low-magnification file
-    assert crop_px(2.0, ImageScale(1e-4, "file"), 512, 300) == 75  # a quarter of the shorter side
+def test_crop_side_keeps_its_share_of_the_field_within_the_nm_bounds():
+    merging = Settings().replace({"merging.crop_size": 60, "merging.crop_min_nm": 0.75,
+                                  "merging.crop_nm": 2.0}).merging
+    assert crop_px(merging, ImageScale(0.05, "file"), 512, 512) == 30  # 1.5 nm: the reference's 30 px
+    assert crop_px(merging, ImageScale(0.05, "file"), 1024, 1024) == 40  # 3 nm held to 2 nm
+    assert crop_px(merging, ImageScale(0.0125, "file"), 512, 512) == 60  # 0.375 nm raised to 0.75 nm
+    assert crop_px(merging, ImageScale(1.0, "file"), 512, 512) == MIN_CROP_PX  # a low-magnification file
+    assert crop_px(merging, ImageScale(1e-4, "file"), 512, 300) == 75  # a quarter of the shorter side
+
+
+def test_a_material_keeps_its_crops_at_twice_the_magnification():
+    """A layer seen at 1x and the centre of the field at 2x (twice as thick, half as wide on the
+    specimen): crops of a fixed 2 nm gave the zoomed view 55 grid crops against 120, the field's
+    share keeps as many."""
+    settings = Settings().replace({"image.scale": "physical"})
+    layer = np.zeros((1, 512, 512), bool)
+    layer[0, 192:320] = True  # 128 px thick at 1x: 6.4 nm at 0.05 nm/px
+    zoomed = np.zeros((1, 512, 512), bool)
+    zoomed[0, 128:384] = True  # its centre at 2x: 256 px at 0.025 nm/px
+    counts = []
+    for masks, nm_per_px in ((layer, 0.05), (zoomed, 0.025)):
+        per_image, _ = settings_for_image(settings, np.zeros((512, 512), np.float32), nm_per_px, "nm")
+        side = crop_side(per_image.merging, 512, 512)
+        counts.append(sample_crops(masks, side, 10 ** 6, 0.9, np.random.default_rng(0)).counts(1)[0])
+    assert counts[1] >= counts[0] > 0
 
 
 @pytest.mark.parametrize(("height", "width"), [(512, 512), (300, 700), (2048, 2048)])
 def test_settings_for_an_image_of_known_scale_give_the_nm_lengths_in_px(height, width):
     grey = np.zeros((height, width), np.float32)
-    settings = Settings().replace({"image.scale": "physical", "merging.crop_nm": 2.0,
+    settings = Settings().replace({"image.scale": "physical", "merging.crop_min_nm": 2.0, "merging.crop_nm": 2.0,
                                    "removal.island_nm": 1.5, "removal.island_ring_nm": 0.3})
 
     per_image, scale = settings_for_image(settings, grey, 0.5, "Å")
@@ -156,7 +200,8 @@ def test_settings_stay_when_the_scale_is_unknown_or_the_rule_is_reference():
 
 
 @pytest.mark.parametrize(("name", "value"), [
-    ("image.scale", "metric"), ("image.period_nm", 0.0), ("merging.crop_nm", -2.0),
+    ("image.scale", "metric"), ("image.period_nm", 0.0), ("merging.crop_nm", 0.5),
+    ("merging.crop_min_nm", 0.0),
     ("removal.island_ring_nm", 0.0)])
 def test_scale_settings_out_of_range_are_named(name, value):
     with pytest.raises(SettingsError, match=name.replace(".", r"\.")):
@@ -173,7 +218,7 @@ def write_calibrated_tiff(path, image: np.ndarray, pixel_size: float, unit: str)
 def test_pixel_size_from_a_file_sizes_the_crops_of_samiam_segment(tmp_path):
     scene = generate_scene(1, 1, size=SIDE)
     settings = Settings().replace({"proposals.proposer": "classical", "image.scale": "physical",
-                                   "merging.crop_nm": 2.0})
+                                   "merging.crop_min_nm": 2.0, "merging.crop_nm": 2.0})
     crops = {}
     for pixel_size in (0.5, 0.8):
         path = tmp_path / f"scene_{pixel_size}.tif"

@@ -15,7 +15,10 @@ The whole scene is drawn from one random stream seeded by ``(seed, difficulty, s
 are given at the 1024 px reference side and scale with ``size`` (same field of view). With
 ``zoom`` the same draws render the centre ``1 / zoom`` of that field of view at ``size`` px: the
 same sample seen at ``zoom`` x the magnification (pixel size, probe blur and amorphous grain in
-px follow; the dose per pixel stays).
+px follow; the dose per pixel stays). With ``sampling`` the field of view is rendered at
+``sampling`` x ``size`` px a side (pixel size divided by ``sampling``; the same layout, new noise).
+With ``layers_within`` below 1 every interface lies in the centre ``layers_within`` of the height
+(layer thicknesses shrink with it): a stack a lab would zoom in on.
 """
 
 from __future__ import annotations
@@ -187,15 +190,20 @@ def draw_stack(rng: np.random.Generator, difficulty: int, params: SceneParams = 
 
 def generate_scene(seed: int, difficulty: int, size: int = 1024,
                    params: SceneParams = SceneParams(), stack: Stack | None = None,
-                   zoom: float = 1.0) -> Scene:
-    """Draw one labelled scene, deterministic per ``(seed, difficulty, size, stack)``.
+                   zoom: float = 1.0, sampling: int = 1, layers_within: float = 1.0) -> Scene:
+    """Draw one labelled scene, deterministic per ``(seed, difficulty, size, stack, zoom,
+    sampling, layers_within)``.
 
     With ``stack`` the scene shows that sample (materials, levels, pixel size; an image of a
     series, :func:`samiam.synth.series.generate_series`); layout, defects and imaging are drawn.
     ``zoom`` (at least 1) renders the centre of the same scene at that magnification (module
     docstring); materials outside the zoomed view are left out of ``materials`` and ``names``.
+    ``sampling`` (a whole number, at least 1) renders the same field of view at ``sampling`` x
+    ``size`` px a side; ``layers_within`` (0.25 .. 1) keeps the interfaces in that centre
+    fraction of the height (module docstring).
 
-    Returns a :class:`Scene` with ``image`` (size, size) float32 and ``materials`` (K, size, size) bool.
+    Returns a :class:`Scene` with ``image`` (P, P) float32 and ``materials`` (K, P, P) bool,
+    ``P = size * sampling``.
 
     >>> scene = generate_scene(7, 2, size=256)
     >>> scene.image.shape, scene.materials.shape[1:]
@@ -207,6 +215,10 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         raise SettingsError(f"scene size must be at least 64 px; got {size}")
     if not zoom >= 1:
         raise SettingsError(f"scene zoom must be at least 1; got {zoom!r}")
+    if not (isinstance(sampling, int) and sampling >= 1):
+        raise SettingsError(f"scene sampling must be a whole number of at least 1; got {sampling!r}")
+    if not 0.25 <= layers_within <= 1:
+        raise SettingsError(f"scene layers_within must be within 0.25 .. 1; got {layers_within!r}")
     rng = np.random.default_rng((seed, difficulty, size))
     scale = size / REFERENCE_SIDE
     if stack is None:
@@ -219,22 +231,25 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
     if stack is not None:
         angstrom_per_px = stack.angstrom_per_px / scale
     defects: list[dict] = []
-    interfaces, thick = _layout(rng, regions, size, scale, angstrom_per_px, params, defects)
+    interfaces, thick = _layout(rng, regions, size, scale, angstrom_per_px, params, defects, layers_within)
 
+    pixels = size * sampling
     acquisition = imaging.random_imaging(rng, difficulty)
-    x, y = imaging.scan_coordinates((size, size), acquisition, rng)
+    x, y = imaging.scan_coordinates((pixels, pixels), acquisition, rng)
+    if sampling != 1:
+        x, y = _resampled(x, sampling), _resampled(y, sampling)
     if zoom != 1:
         acquisition = replace(acquisition, probe_sigma_px=acquisition.probe_sigma_px * zoom)
         x, y = _towards_centre(x, size, 1 / zoom), _towards_centre(y, size, 1 / zoom)
-    region = np.zeros((size, size), np.int8)
-    gap = np.zeros((size, size), bool)
+    region = np.zeros((pixels, pixels), np.int8)
+    gap = np.zeros((pixels, pixels), bool)
     for edge in interfaces:
         top, bottom = edge.at(x)
         region += y >= top
         gap |= (y >= top) & (y < bottom)
 
     level_of = dict(zip(materials, levels))
-    signal = np.zeros((size, size), np.float32)
+    signal = np.zeros((pixels, pixels), np.float32)
     tilt = np.deg2rad(rng.uniform(-params.tilt_deg, params.tilt_deg))
     masks = []
     for r, name in enumerate(regions):
@@ -245,7 +260,7 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
         masks.append(inside)
         material = CATALOGUE[name]
         if material.lattice is None:
-            texture = _amorphous(rng, (size, size), angstrom_per_px / zoom, params)[inside]
+            texture = _amorphous(rng, (pixels, pixels), angstrom_per_px / zoom / sampling, params)[inside]
         else:
             texture = _crystal(rng, material, inside, x, y, angstrom_per_px, tilt, thick[r], scale,
                                params, defects)
@@ -257,8 +272,14 @@ def generate_scene(seed: int, difficulty: int, size: int = 1024,
     seen = [k for k, mask in enumerate(masks) if zoom == 1 or mask.any()]
     return Scene(image=image, materials=np.stack([masks[k] for k in seen]),
                  names=[materials[k] for k in seen], difficulty=difficulty, seed=seed,
-                 defects=[_zoomed(defect, size, zoom) for defect in defects],
-                 pixel_nm=angstrom_per_px / zoom / ANGSTROM_PER_NM)
+                 defects=[_zoomed(defect, size, zoom, sampling) for defect in defects],
+                 pixel_nm=angstrom_per_px / zoom / sampling / ANGSTROM_PER_NM)
+
+
+def _resampled(coordinate: np.ndarray, sampling: int) -> np.ndarray:
+    """Positions ``coordinate`` (any shape) in px of an image ``sampling`` x finer, in px of the
+    scene's ``size`` (pixel centres line up: the same field of view)."""
+    return ((coordinate + 0.5) / sampling - 0.5).astype(np.float32)
 
 
 def _towards_centre(coordinate: np.ndarray, size: int, factor: float) -> np.ndarray:
@@ -267,13 +288,14 @@ def _towards_centre(coordinate: np.ndarray, size: int, factor: float) -> np.ndar
     return (centre + (coordinate - centre) * factor).astype(np.float32)
 
 
-def _zoomed(defect: dict, size: int, zoom: float) -> dict:
-    """A defect record with positions and widths in px of the image zoomed ``zoom`` times."""
-    if zoom == 1:
+def _zoomed(defect: dict, size: int, zoom: float, sampling: int) -> dict:
+    """A defect record with positions and widths in px of the image zoomed ``zoom`` times and
+    sampled ``sampling`` times finer."""
+    if zoom == 1 and sampling == 1:
         return defect
-    positions = {key: round(float(_towards_centre(np.float32(value), size, zoom)), 1)
+    positions = {key: round((float(_towards_centre(np.float32(value), size, zoom)) + 0.5) * sampling - 0.5, 1)
                  for key, value in defect.items() if key in ("x", "y", "x0", "x1")}
-    widths = {key: round(value * zoom, 2) for key, value in defect.items() if key.endswith("_px")}
+    widths = {key: round(value * zoom * sampling, 2) for key, value in defect.items() if key.endswith("_px")}
     return {**defect, **positions, **widths}
 
 
@@ -350,15 +372,19 @@ def _has_gap(rng: np.random.Generator, regions: list[str], params: SceneParams) 
 
 
 def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: float,
-            angstrom_per_px: float, params: SceneParams, defects: list[dict]) -> tuple[list[_Interface], list]:
+            angstrom_per_px: float, params: SceneParams, defects: list[dict],
+            within: float = 1.0) -> tuple[list[_Interface], list]:
     """Interfaces between consecutive regions, and each region's minimum thickness in px.
 
     Region i spans from the bottom of interface i-1's gap band to interface i; every region keeps
     at least its minimum thickness at every x, so each stays one connected strip. The vacuum and a
     narrow film keep their drawn thickness; the other regions share what is left at random.
+    The stack is laid out in the centre ``within`` of the height, its lengths (thicknesses,
+    roughness, gap bands) shrunk by ``within``; the top and bottom regions reach the edges.
     """
     pad = params.scan_margin * size  # scan distortions sample slightly outside [0, size)
     xs = np.arange(-pad, size + pad, dtype=np.float64)
+    height, scale = size * within, scale * within
     n = len(regions)
     profiles, bands = [], []
     for i, gap in enumerate(_has_gap(rng, regions, params)):
@@ -382,7 +408,7 @@ def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: floa
         fixed.add(i)
         defects.append({"kind": "narrow_layer", "material": regions[i],
                         "thickness_px": round(float(minimum[i]), 2)})
-    spare = size - sum(p.max() for p in profiles) - sum(b.max() for b in bands) - sum(minimum)
+    spare = height - sum(p.max() for p in profiles) - sum(b.max() for b in bands) - sum(minimum)
     if spare < 0:
         raise SettingsError(f"a {size} px scene cannot hold {n} regions with these SceneParams; "
                             "use a larger size or thinner minimum layers")
@@ -390,7 +416,7 @@ def _layout(rng: np.random.Generator, regions: list[str], size: int, scale: floa
     for i, share in zip(flexible[:-1], rng.dirichlet(np.ones(len(flexible))) * spare):
         minimum[i] += share  # the bottom region's share is what remains below the last interface
 
-    interfaces, top = [], 0.0
+    interfaces, top = [], (size - height) / 2
     for i, (profile, band) in enumerate(zip(profiles, bands)):
         offset = top + minimum[i]
         interfaces.append(_Interface.with_band(xs, offset + profile, band))
@@ -422,7 +448,7 @@ def _crystal(rng: np.random.Generator, material: Material, inside: np.ndarray, x
     px, py = x[inside], y[inside]
     rows = np.nonzero(inside.any(axis=1))[0]
     centre_y = float(np.mean(y[rows, 0], dtype=np.float64)) if rows.size else 0.0  # 0: not in a zoomed view
-    width = inside.shape[1]
+    width = round(scale * REFERENCE_SIDE)  # the scene's size in px (x and y are in its px)
     placements = np.zeros(px.shape, np.int8)
     variants = [base]
     thick_enough = min_thickness >= params.min_layer_px * scale * params.defect_min_thickness
