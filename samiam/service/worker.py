@@ -158,8 +158,11 @@ class LeasedWorker(SimpleWorker):
         register again so that ``/health`` and the status page count this worker."""
         with self.connection.pipeline() as pipeline:
             self.heartbeat(pipeline=pipeline)
-            created = pipeline.execute()[0]
-        if created:  # HSET made a new hash: the registration was gone
+            pipeline.sismember(self.redis_workers_keys, self.key)
+            registered = pipeline.execute()[-1]
+        # Not "did the heartbeat's HSET make a new hash": RQ's own loop (a state change, its
+        # heartbeat after a dequeue) may have re-made the hash first, but never the registry entry.
+        if not registered:
             log.warning("worker %s: Redis had lost this worker's registration; registering again", self.name)
             with self.connection.pipeline() as pipeline:
                 pipeline.hset(self.key, mapping=self.serialize())
