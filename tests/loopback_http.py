@@ -79,6 +79,13 @@ class RecordingServer:
         self.httpd.server_close()
 
 
+def answer_with_tiny_png(connection) -> None:
+    """A :class:`RawServer` answer: ``TINY_PNG`` to whatever was asked."""
+    connection.recv(65536)
+    connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nContent-Length: "
+                       + str(len(TINY_PNG)).encode() + b"\r\n\r\n" + TINY_PNG)
+
+
 class RawServer:
     """Accepts TCP connections on 127.0.0.1 (and on ::1 at the same port when free) and runs
     ``answer(connection)`` for each in a thread; ``connections`` counts the accepted ones."""

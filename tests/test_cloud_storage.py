@@ -39,19 +39,6 @@ def moto(tmp_path_factory):
         server.stop()
 
 
-def _answer_with_a_png(connection):
-    connection.recv(65536)
-    connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nContent-Length: "
-                       + str(len(TINY_PNG)).encode() + b"\r\n\r\n" + TINY_PNG)
-
-
-@pytest.fixture(scope="module")
-def canary():
-    server = RawServer(_answer_with_a_png)  # a request that gets through would fetch an image
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def storage(moto):
     server = StorageHost(moto)

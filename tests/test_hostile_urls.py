@@ -9,7 +9,7 @@ must see nothing, and the reason must not tell whether some port answered.
 import json
 
 import pytest
-from loopback_http import TINY_PNG, RawServer, RecordingServer
+from loopback_http import TINY_PNG, RawServer, RecordingServer, answer_with_tiny_png
 
 from samiam.errors import ImageFetchError, WriteBackError
 from samiam.labelstudio import client
@@ -42,19 +42,6 @@ class Recorder(RecordingServer):
 
     def auth_headers(self) -> list:
         return [headers.get("Authorization") for _, _, headers, _ in self.requests]
-
-
-def _answer_with_a_png(connection):
-    connection.recv(65536)
-    connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: image/png\r\nContent-Length: "
-                       + str(len(TINY_PNG)).encode() + b"\r\n\r\n" + TINY_PNG)
-
-
-@pytest.fixture(scope="module")
-def canary():
-    server = RawServer(_answer_with_a_png)  # a request that gets through would fetch an image
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -187,7 +174,7 @@ def test_hostile_redirect_is_refused_before_connecting_to_it(hops, canary, ls, i
 
 
 def test_refusal_reads_the_same_for_an_open_and_a_closed_port(canary, access):
-    closed = RawServer(_answer_with_a_png)
+    closed = RawServer(answer_with_tiny_png)
     closed.close()
     reasons = {port: str(_refused(f"http://127.0.0.1:{port}/pub/a.png", access, canary)).replace(str(port), "P")
                for port in (canary.port, closed.port)}
