@@ -7,6 +7,7 @@ and the clean-up stops the whole group of each process we started, dead leader o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 import redis
-from label_studio import free_port, stop
+import requests
+from label_studio import TOKEN, free_port, start_label_studio, stop, wait_for
 from rq import Queue, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +96,32 @@ def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def label_studio_with_backend(work: Path, worker_name: str, backend_env: dict[str, str],
+                              studio_env: dict[str, str] | None = None):
+    """The end-to-end stack on loopback: redis-server, Label Studio (``studio_env`` added to its
+    environment), samiam's web tier under gunicorn and one ``samiam worker`` (``backend_env``
+    added to theirs), ready for predictions. Yields ``{"studio", "backend", "env", "processes"}``;
+    processes a caller appends to ``processes`` are stopped with the rest."""
+    from redis_server import RedisServer
+
+    processes = []
+    redis_server = RedisServer(work / "redis").start()
+    studio = None
+    try:
+        studio = start_label_studio(work, studio_env)
+        env = dict(os.environ, REDIS_URL=redis_server.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
+                   **backend_env)
+        backend, web = start_web(env, work, "web")
+        processes += [web, start_worker(env, worker_name, work / "worker.log")]
+        wait_for(backend + "/health", 60, web)
+        wait_until(lambda: requests.get(backend + "/health", timeout=5).json()["ready"], 60,
+                   f"the worker to be ready (its log: {work / 'worker.log'})", poll_s=0.3)
+        yield {"studio": studio, "backend": backend, "env": env, "processes": processes}
+    finally:
+        stop_all(processes)
+        if studio is not None:
+            stop(studio.process)
+        redis_server.stop()

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import requests
 from browser import ARTIFACTS, headless_chromium, require_e2e
-from label_studio import TOKEN, label_studio_bin, log_in, start_label_studio, stop, wait_for
+from label_studio import TOKEN, label_studio_bin, log_in
 from PIL import Image
 from shared_data import formats_dir, velox_files
 
@@ -55,30 +55,15 @@ def stack(tmp_path_factory):
     require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
     require_e2e(shutil.which("redis-server") is not None, "redis-server")
     pytest.importorskip("rsciio", reason="RosettaSciIO (pip install 'samiam[formats]') reads microscope files")
-    from redis_server import RedisServer
-    from service_processes import start_web, start_worker, stop_all, wait_until
+    from service_processes import label_studio_with_backend
 
     work = tmp_path_factory.mktemp("e2e-import")
     document_root = work / "files"
     document_root.mkdir()
-    processes = []
-    redis = RedisServer(work / "redis").start()
-    studio = None
-    try:
-        studio = start_label_studio(work, {"LOCAL_FILES_SERVING_ENABLED": "true",
-                                           "LOCAL_FILES_DOCUMENT_ROOT": str(document_root)})
-        env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
-                   SAMIAM_PROPOSALS_PROPOSER="classical")
-        backend, web = start_web(env, work, "web")
-        processes += [web, start_worker(env, "e2e-import-worker", work / "worker.log")]
-        wait_for(backend + "/health", 60, web)
-        wait_until(lambda: requests.get(backend + "/health", timeout=5).json()["ready"], 60, "the worker to be ready")
-        yield {"studio": studio, "backend": backend, "work": work, "document_root": document_root}
-    finally:
-        stop_all(processes)
-        if studio is not None:
-            stop(studio.process)
-        redis.stop()
+    with label_studio_with_backend(work, "e2e-import-worker", {"SAMIAM_PROPOSALS_PROPOSER": "classical"},
+                                   {"LOCAL_FILES_SERVING_ENABLED": "true",
+                                    "LOCAL_FILES_DOCUMENT_ROOT": str(document_root)}) as stack:
+        yield {"studio": stack["studio"], "backend": stack["backend"], "work": work, "document_root": document_root}
 
 
 @pytest.fixture(scope="module")

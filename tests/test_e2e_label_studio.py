@@ -16,7 +16,6 @@ masks decode to exactly the engine's masks for each image under the backend's se
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 import requests
 from browser import ARTIFACTS, headless_chromium, require_e2e
-from label_studio import TOKEN, label_studio_bin, log_in, start_label_studio, stop, wait_for
+from label_studio import label_studio_bin, log_in, wait_for
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,34 +50,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def stack(tmp_path_factory):
     require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
     require_e2e(shutil.which("redis-server") is not None, "redis-server")
-    from redis_server import RedisServer
-    from service_processes import start_web, start_worker
+    from service_processes import label_studio_with_backend, start_web
 
     work = tmp_path_factory.mktemp("e2e")
-    processes = []
-    redis = RedisServer(work / "redis").start()
-    studio = None
-    try:
-        studio = start_label_studio(work)
-        env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
-                   **ENGINE_ENV)
-        prompt, web = start_web(env, work, "web")
-        late, late_web = start_web({**env, "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
-        processes += [web, late_web]
-        processes.append(start_worker(env, "e2e-worker", work / "worker.log"))
-        wait_for(prompt + "/health", 60, web)
+    with label_studio_with_backend(work, "e2e-worker", ENGINE_ENV) as stack:
+        late, late_web = start_web({**stack["env"], "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
+        stack["processes"].append(late_web)
         wait_for(late + "/health", 60, late_web)
-        wait_for_ready = time.monotonic() + 60
-        while not requests.get(prompt + "/health", timeout=5).json()["ready"]:
-            assert time.monotonic() < wait_for_ready, (work / "worker.log").read_text()
-            time.sleep(0.3)
-        yield {"studio": studio, "backend": prompt, "late_backend": late, "work": work, "env": env}
-    finally:
-        for process in processes:
-            stop(process)
-        if studio is not None:
-            stop(studio.process)
-        redis.stop()
+        yield {"studio": stack["studio"], "backend": stack["backend"], "late_backend": late, "work": work,
+               "env": stack["env"]}
 
 
 def _png(image: np.ndarray) -> bytes:

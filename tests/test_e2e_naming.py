@@ -16,7 +16,6 @@ A project with the 4 materials of a synthetic series as its labels and 5 of the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 
@@ -25,7 +24,7 @@ import pytest
 import requests
 from annotated_series import CONFIG, LABELS, SERIES, brushes, png, right_names
 from browser import ARTIFACTS, require_e2e
-from label_studio import TOKEN, label_studio_bin, start_label_studio, stop, wait_for
+from label_studio import label_studio_bin
 from test_e2e_label_studio import (
     ENGINE_ENV,
     SCREENSHOT,
@@ -56,31 +55,12 @@ def _config() -> str:
 def stack(tmp_path_factory):
     require_e2e(label_studio_bin() is not None, "label-studio (set SAMIAM_LABEL_STUDIO_BIN)")
     require_e2e(shutil.which("redis-server") is not None, "redis-server")
-    from redis_server import RedisServer
-    from service_processes import start_web, start_worker
+    from service_processes import label_studio_with_backend
 
     work = tmp_path_factory.mktemp("e2e-naming")
-    processes = []
-    redis = RedisServer(work / "redis").start()
-    studio = None
-    try:
-        studio = start_label_studio(work)
-        env = dict(os.environ, REDIS_URL=redis.url, LABEL_STUDIO_URL=studio.url, LABEL_STUDIO_API_KEY=TOKEN,
-                   **ENGINE_ENV)
-        backend, web = start_web(env, work, "web")
-        processes += [web, start_worker(env, "e2e-naming-worker", work / "worker.log")]
-        wait_for(backend + "/health", 60, web)
-        ready_by = time.monotonic() + 60
-        while not requests.get(backend + "/health", timeout=5).json()["ready"]:
-            assert time.monotonic() < ready_by, (work / "worker.log").read_text()
-            time.sleep(0.3)
-        yield {"studio": studio, "backend": backend, "work": work, "redis_url": redis.url}
-    finally:
-        for process in processes:
-            stop(process)
-        if studio is not None:
-            stop(studio.process)
-        redis.stop()
+    with label_studio_with_backend(work, "e2e-naming-worker", ENGINE_ENV) as stack:
+        yield {"studio": stack["studio"], "backend": stack["backend"], "work": work,
+               "redis_url": stack["env"]["REDIS_URL"]}
 
 
 def _lessons_learned(backend: str) -> float:
