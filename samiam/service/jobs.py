@@ -274,10 +274,11 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     runtime = current()
     store = runtime.store
     access, key = access_for(runtime, project), key_of(prediction)
+    in_project = project_id(project)
     try:
         earlier = find_delivered(task_predictions(task_id, access), key) if key else None
         prediction_id = earlier if earlier is not None else write_prediction(
-            task_id, prediction, access, int(project_id(project)) if project_id(project).isdigit() else None)
+            task_id, prediction, access, int(in_project) if in_project.isdigit() else None)
     except Exception as error:
         reason = f"write-back to Label Studio failed: {error}"
         if final:
