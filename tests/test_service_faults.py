@@ -52,9 +52,6 @@ def worker_env(redis_url: str, label_studio: FakeLabelStudio, **extra: str) -> d
             "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": TOKEN, **LEASE, **extra}
 
 
-
-
-
 def start_two_workers(tmp_path: Path, env: dict, client, processes: list) -> dict:
     workers = {name: start_worker(env, name, tmp_path / f"{name}.log") for name in ("w1", "w2")}
     processes.extend(workers.values())
