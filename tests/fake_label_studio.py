@@ -123,6 +123,8 @@ class FakeLabelStudio:
         self.refused_writes = 0
         self.refuse_next_writes = 0
         """How many of the next prediction POSTs to refuse with 400 (as for an unknown task)."""
+        self.post_delay_s = 0.0
+        """Seconds each prediction POST takes before it is stored (a slow Label Studio)."""
         self.lose_next_answers = 0
         """How many of the next prediction POSTs to store but answer by dropping the connection
         (the answer lost on the way, as when the backend's worker dies before reading it)."""
@@ -395,6 +397,7 @@ class FakeLabelStudio:
                                          "detail": f"Retrieved {len(tasks)} predictions"})
 
     def _post_prediction(self, handler, body: dict) -> None:
+        time.sleep(self.post_delay_s)
         with self._lock:
             if self.refuse_next_writes > 0:
                 self.refuse_next_writes -= 1

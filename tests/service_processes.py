@@ -32,6 +32,13 @@ def start_worker(env: dict[str, str], name: str, log_path: Path, module: str = "
                                 start_new_session=True)
 
 
+def log_tails(folder: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of every ``*.log`` in ``folder``: what the processes of a failed
+    test said (pytest keeps only the last few runs' temporary folders)."""
+    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                     for log in sorted(folder.glob("*.log")))
+
+
 def start_web(env: dict[str, str], work: Path, name: str) -> tuple[str, subprocess.Popen]:
     """The web tier under gunicorn (2 gthread workers) on a free loopback port, logging to
     ``work/NAME.log``; (its URL, the process)."""

@@ -23,6 +23,7 @@ from service_helpers import counters, post_predict, predict_in_thread, service_c
 from service_processes import (
     busy_workers,
     kill_busy_worker,
+    log_tails,
     session_processes,
     start_worker,
     stop_all,
@@ -70,7 +71,8 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_
         assert pending["thread"].is_alive(), "the job finished before its worker was killed: use a bigger image"
         pending["thread"].join(60)
         results = pending["response"].get_json()["results"]
-        assert len(results) == 1, pending["response"].get_json()
+        assert len(results) == 1, (pending["response"].get_json(), client.get("/jobs?project=1").get_json(),
+                                   counters(client), log_tails(tmp_path))
         masks, _ = materials_from_results(results[0]["result"])
         assert masks.shape[1:] == (BIG, BIG) and results[0]["model_version"] == "test-v1"
         metrics = counters(client)

@@ -21,6 +21,7 @@ from service_helpers import post_predict, predict_in_thread, service_config
 from service_processes import wait_until
 
 from samiam.errors import QueueUnavailableError
+from samiam.labelstudio.delivery import delivery_key, stamp
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app, jobs
 from samiam.service.memory_mode import MemoryStore
@@ -61,6 +62,19 @@ def test_a_deposit_after_the_waiters_deadline_is_left_to_the_job(store):
     store.open_batch("gone", PROJECT, time.time() - 1)  # its /predict died, the grace has passed
     assert not store.deposit("gone", 1, {"ok": True, "prediction": {"result": [1]}})
     assert store.progress("gone") == (0, 0)
+
+
+def test_a_claim_has_one_holder_until_it_releases_it_or_it_expires(store):
+    assert store.claim("delivery:k", "first", 0.3)
+    assert not store.claim("delivery:k", "second", 60)
+    store.release("delivery:k", "second")  # not its holder: nothing happens
+    assert not store.claim("delivery:k", "second", 60)
+    time.sleep(0.4)  # the first holder died without releasing it
+    assert store.claim("delivery:k", "second", 60)
+    store.release("delivery:k", "first")  # a late release by the dead holder frees nothing
+    assert not store.claim("delivery:k", "third", 60)
+    store.release("delivery:k", "second")
+    assert store.claim("delivery:k", "third", 60)
 
 
 def test_expired_open_batches_are_swept_once(store):
@@ -295,6 +309,29 @@ def test_a_write_back_whose_answer_was_lost_is_stored_once(redis_server, label_s
     assert [(p["task"], p["project"]) for p in label_studio.predictions] == [(1, 1)]  # LS logs a missing project
     record = client.get("/jobs?project=1").get_json()["tasks"][0]
     assert record["state"] == "written" and "earlier attempt" in record["reason"], record
+
+
+def test_two_write_backs_of_one_prediction_at_once_store_it_once(store, label_studio):
+    """A slow write-back whose lease expired runs again beside itself: both attempts find nothing
+    stored yet, and only the claim on the delivery key keeps the second from posting too."""
+    runtime = jobs.Runtime(service_config(None, label_studio), store, dispatcher=None)
+    jobs.install(runtime)
+    try:
+        prediction = stamp({"result": [{"type": "brushlabels", "value": {}}], "model_version": "test-v1"},
+                           delivery_key("batch", 1))
+        label_studio.post_delay_s = 0.5  # both attempts list the task's predictions before either stores
+        attempts = [threading.Thread(target=jobs.deliver, args=(1, prediction, PROJECT, True)) for _ in range(2)]
+        for attempt in attempts:
+            attempt.start()
+        for attempt in attempts:
+            attempt.join(30)
+        assert len(label_studio.predictions) == 1
+        assert store.tasks(PROJECT)["1"]["state"] == "written"
+        claim, owner = f"delivery:{delivery_key('batch', 1)}", "next"
+        assert store.claim(claim, owner, 1.0)  # released by its holder: a later attempt need not wait
+        store.release(claim, owner)
+    finally:
+        jobs.install(None)
 
 
 def test_status_page_and_jobs_tell_computed_from_delivered_per_project(redis_server, label_studio, caplog):

@@ -28,10 +28,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from samiam.errors import ImageFetchError, SamiamError
+from samiam.errors import ImageFetchError, SamiamError, WriteBackError
 from samiam.labelstudio.delivery import delivery_key, find_delivered, key_of, stamp
 from samiam.labelstudio.model import SamiamModel
 from samiam.labelstudio.model import predict_task as predict_image
@@ -261,11 +262,29 @@ def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
     log.error("task %s: %s", task_id, reason)
 
 
+CLAIM_TIMEOUTS = 4
+"""A delivery claim lasts this many Label Studio time-outs: a token refresh, the list and the
+post of one attempt, and one to spare. It outlives its holder only when that holder died."""
+CLAIM_POLL_S = 0.1
+
+
+def await_claim(store: Store, name: str, owner: str, ttl_s: float) -> None:
+    """Take claim ``name`` for ``owner`` for ``ttl_s``, waiting while another holder has it (at
+    most until it must have expired); :class:`WriteBackError` if it is still taken then."""
+    give_up = time.monotonic() + ttl_s + CLAIM_POLL_S
+    while not store.claim(name, owner, ttl_s):
+        if time.monotonic() > give_up:
+            raise WriteBackError(f"another write-back of this prediction held its claim for {ttl_s:g} s")
+        time.sleep(CLAIM_POLL_S)
+
+
 def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     """Store ``prediction`` for ``task_id`` in Label Studio exactly once; returns its id there.
 
     When Label Studio already holds a prediction of the task carrying the same delivery key (an
-    earlier attempt stored it, then its answer or its worker was lost) nothing is posted.
+    earlier attempt stored it, then its answer or its worker was lost) nothing is posted. Each
+    attempt holds the key's claim (:meth:`Store.claim`) from that check to its post, so that two
+    attempts at once (a job run again while its slow first run still posts) post it once.
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
     ``writeback_failed`` (no retry follows).
@@ -275,7 +294,10 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     store = runtime.store
     access, key = access_for(runtime, project), key_of(prediction)
     in_project = project_id(project)
+    claim, owner = f"delivery:{key}", uuid.uuid4().hex
     try:
+        if key:
+            await_claim(store, claim, owner, CLAIM_TIMEOUTS * access.timeout_s)
         earlier = find_delivered(task_predictions(task_id, access), key) if key else None
         prediction_id = earlier if earlier is not None else write_prediction(
             task_id, prediction, access, int(in_project) if in_project.isdigit() else None)
@@ -290,6 +312,8 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
             store.set_task(project, task_id, "writing_back", f"{reason}; will retry")
             log.warning("task %s: %s (will retry)", task_id, reason)
         raise
+    finally:
+        store.release(claim, owner)
     if earlier is not None:
         store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "
                                                     "earlier attempt (found by its delivery key)")

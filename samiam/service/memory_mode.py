@@ -137,7 +137,7 @@ class _Batch:
 class MemoryStore:
     """The same state in dicts, for the embedded mode (one process, several threads).
 
-    Only cache entries expire (dropped when a new one is stored): an embedded server holds one
+    Only cache entries (dropped when a new one is stored) and claims expire: an embedded server holds one
     user's session, not a long-lived queue.
     """
 
@@ -155,6 +155,8 @@ class MemoryStore:
         self._projects: dict[str, dict] = {}
         self._values: dict[str, tuple[float, str]] = {}
         self._devices: dict[str, str] = {}
+        self._claims: dict[str, tuple[float, str]] = {}
+        """name -> (expiry, owner)."""
 
     def ping(self):
         return True
@@ -273,6 +275,20 @@ class MemoryStore:
         with self._lock:
             self._values = {k: v for k, v in self._values.items() if v[0] > now}
             self._values[key] = (now + ttl_s, json.dumps(value))
+
+    def claim(self, name, owner, ttl_s):
+        now = time.time()
+        with self._lock:
+            expires, _ = self._claims.get(name, (0.0, ""))
+            if expires > now:
+                return False
+            self._claims[name] = (now + ttl_s, owner)
+            return True
+
+    def release(self, name, owner):
+        with self._lock:
+            if self._claims.get(name, (0.0, ""))[1] == owner:
+                del self._claims[name]
 
     def set_device(self, worker, device):
         with self._lock:

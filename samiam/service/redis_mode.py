@@ -91,6 +91,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
+_RELEASE = """
+-- KEYS: claim; ARGV: owner. Deletes the claim only while this owner holds it.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 SCAN_COUNT = 500
 """Outcomes read per round trip from a closed batch (whose outcomes no longer change)."""
 
@@ -107,6 +114,7 @@ class RedisStore:
         self.url = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
         self._deposit = connection.register_script(_DEPOSIT)
         self._close = connection.register_script(_CLOSE)
+        self._release = connection.register_script(_RELEASE)
 
     def ping(self) -> bool:
         try:
@@ -252,6 +260,14 @@ class RedisStore:
     @redis_errors_as_unavailable
     def set_json(self, key, value, ttl_s):
         self.redis.set(f"{PREFIX}:{key}", json.dumps(value), ex=ttl_s)
+
+    @redis_errors_as_unavailable
+    def claim(self, name, owner, ttl_s):
+        return bool(self.redis.set(f"{PREFIX}:claim:{name}", owner, nx=True, px=max(1, int(ttl_s * 1000))))
+
+    @redis_errors_as_unavailable
+    def release(self, name, owner):
+        self._release(keys=[f"{PREFIX}:claim:{name}"], args=[owner])
 
     @redis_errors_as_unavailable
     def push_reply(self, key, outcome):
