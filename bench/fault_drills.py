@@ -27,6 +27,10 @@ processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it b
   SIGKILLed while it waits (``PREDICT_DEADLINE_S=5``, ``SAMIAM_BATCH_GRACE_S=1``): the workers'
   sweep writes back what finished before the batch expired, the jobs finishing later write back
   their own;
+* ``answer-lost``: two ``/predict`` calls answered in full; the fake Label Studio stores the
+  first answer and loses the second (as when the web process dies after closing the batch, or
+  the connection drops): the answer check (``SAMIAM_ANSWER_CHECK_S=1``) writes back the lost
+  predictions and not the stored ones;
 * ``many-tasks``: one ``/predict`` with 10,000 tasks (``--tasks``) of one 64 px image (one
   inference, then cache hits: the queue and the hand-over are what is drilled);
 * ``many-tasks-late``: the same with ``PREDICT_DEADLINE_S=5``: the answer is empty and every
@@ -290,6 +294,23 @@ def drill_many_tasks(lease: dict, count: int, deadline_s: float | None = None) -
                 f"{len(written)} written back, the last {time.monotonic() - started:.0f} s after the request"), tally
 
 
+def drill_answer_lost(lease: dict) -> tuple[str, Tally]:
+    env = {**lease, "SAMIAM_ANSWER_CHECK_S": "1"}
+    with ServiceStack(workers=1, env=env) as stack:
+        tasks = [task(i, stack.label_studio.add_file(f"em{i}.png", two_texture_png(96, 96 + i))) for i in (1, 2, 3, 4)]
+        stored = stack.predict(tasks[:2])
+        lost = stack.predict(tasks[2:], lose_answer=True)
+        check(answered_ids(tasks[:2], stored) == [1, 2] and answered_ids(tasks[2:], lost) == [3, 4],
+              f"/predict answered {str(stored)[:200]} and {str(lost)[:200]}")
+        written = wait_for_writes(2, 60, stack.label_studio)
+        check(sorted(written) == [3, 4], f"written back: {written}, not the two lost answers [3, 4]")
+        check(stack.counters()["samiam_answers_lost_total"] == 2, "answers_lost is not 2")
+        tally = Tally(len(tasks), [1, 2], written)
+        check_backend_counts(stack, tally)
+        return ("two /predict answers of 2 tasks each; Label Studio stored the first, the second was lost on "
+                "its way: the answer check (SAMIAM_ANSWER_CHECK_S=1) wrote back the lost two only"), tally
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="job lease 2 s, heartbeat 0.5 s")
@@ -305,6 +326,7 @@ def main() -> int:
         "redis-stopped": lambda: drill_redis_outage(lease, crash=False),
         "label-studio-down": lambda: drill_label_studio_down(lease),
         "web-worker-killed": lambda: drill_web_worker_killed(lease),
+        "answer-lost": lambda: drill_answer_lost(lease),
         "many-tasks": lambda: drill_many_tasks(lease, args.tasks),
         "many-tasks-late": lambda: drill_many_tasks(lease, args.tasks, deadline_s=5.0)}
     print("| drill | result | tasks | delivered | lost | duplicated | seconds | detail |")

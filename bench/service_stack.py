@@ -92,12 +92,18 @@ class ServiceStack:
         wait_until(lambda: self.health()["workers"] == count, STARTUP_TIMEOUT_S, f"{count} workers to register",
                    poll_s=0.2)
 
-    def predict(self, tasks: list[dict], session: requests.Session | None = None, timeout_s: float = 120) -> dict:
-        """POST /predict as Label Studio does; the JSON answer (``status`` added)."""
+    def predict(self, tasks: list[dict], session: requests.Session | None = None, timeout_s: float = 120,
+                lose_answer: bool = False) -> dict:
+        """POST /predict as Label Studio does, and store the answer in the fake Label Studio as
+        Label Studio would (unless ``lose_answer``: lost on its way); the JSON answer (``status``
+        added)."""
         response = (session or self.session).post(
             self.url + "/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG, "project": "1.1700000000",
                                          "params": {}}, timeout=timeout_s)
-        return {"status": response.status_code, **response.json()}
+        answer = {"status": response.status_code, **response.json()}
+        if not lose_answer:
+            self.label_studio.store_answer(tasks, answer)
+        return answer
 
     def counters(self) -> dict[str, float]:
         text = self.session.get(self.url + "/metrics", timeout=5).text

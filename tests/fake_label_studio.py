@@ -62,6 +62,8 @@ LABEL_CONFIG = EXAMPLE_CONFIG
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 PROJECT = "1.1700000000"
 """``project`` as Label Studio sends it to /predict: "<id>.<created_at unix time>"."""
+ANSWER_IDS = 1_000_000
+"""Ids of predictions stored from ``/predict`` answers start here (POSTed ones at 1)."""
 
 
 def task(task_id: int, url: str) -> dict:
@@ -120,6 +122,8 @@ class FakeLabelStudio:
         self.predictions: list[dict] = []
         """Bodies of the prediction POSTs Label Studio stored, in order (id = index + 1)."""
         self._by_task: dict[str, list[int]] = {}
+        self.answers: list[dict] = []
+        """Predictions stored from ``/predict`` answers (:meth:`store_answer`), with their task."""
         self.refused_writes = 0
         self.refuse_next_writes = 0
         """How many of the next prediction POSTs to refuse with 400 (as for an unknown task)."""
@@ -166,7 +170,8 @@ class FakeLabelStudio:
         if parts.path.rstrip("/") == "/api/predictions":
             task_id = parse_qs(parts.query).get("task", [""])[0]
             with self._lock:
-                stored = [self._stored(i) for i in self._by_task.get(task_id, [])]
+                stored = [self._stored(i) for i in self._by_task.get(task_id, [])] + [
+                    dict(p, id=ANSWER_IDS + i, project=1) for i, p in enumerate(self.answers) if str(p["task"]) == task_id]
             return self._send(handler, 200, json.dumps(stored).encode())
         if parts.path.rstrip("/") == "/api/tasks":
             return self._list_tasks(handler, {key: values[0] for key, values in parse_qs(parts.query).items()})
@@ -390,11 +395,21 @@ class FakeLabelStudio:
                 results = requests.post(f"{backend['url']}/predict", json=request, timeout=100).json()["results"]
             except (requests.RequestException, ValueError, KeyError, TypeError):
                 continue
-            if len(results) == len(todo):
+            if self.store_answer(todo, {"results": results}):
                 for task, result in zip(todo, results):
                     task["predictions"].append(result)
         return self._json(handler, 200, {"processed_items": len(tasks),
                                          "detail": f"Retrieved {len(tasks)} predictions"})
+
+    def store_answer(self, tasks: list[dict], answer: dict) -> bool:
+        """Store the predictions of a ``/predict`` ``answer`` for ``tasks`` as Label Studio does:
+        all of them when it holds one result per task, else none (returned: whether stored)."""
+        results = answer.get("results") or []
+        if len(results) != len(tasks):
+            return False
+        with self._lock:
+            self.answers.extend({**result, "task": task["id"]} for task, result in zip(tasks, results))
+        return True
 
     def _post_prediction(self, handler, body: dict) -> None:
         time.sleep(self.post_delay_s)

@@ -13,7 +13,7 @@ import pytest
 from redis_server import redis_server_bin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from fault_drills import QUICK_LEASE, drill_many_tasks, drill_web_worker_killed, run_drill
+from fault_drills import QUICK_LEASE, drill_answer_lost, drill_many_tasks, drill_web_worker_killed, run_drill
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
@@ -26,3 +26,8 @@ def test_a_predict_whose_web_process_is_killed_while_it_waits_loses_nothing():
 def test_one_predict_with_many_tasks_delivers_each_exactly_once():
     verdict, counts, detail = run_drill(lambda: drill_many_tasks(QUICK_LEASE, 40))
     assert (verdict, counts.split(" | ")[:4]) == ("PASS", ["40", "40", "0", "0"]), detail
+
+
+def test_an_answer_lost_on_its_way_is_written_back_and_a_stored_one_is_not():
+    verdict, counts, detail = run_drill(lambda: drill_answer_lost(QUICK_LEASE))
+    assert (verdict, counts.split(" | ")[:4]) == ("PASS", ["4", "4", "0", "0"]), detail

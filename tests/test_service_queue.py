@@ -64,6 +64,18 @@ def test_a_deposit_after_the_waiters_deadline_is_left_to_the_job(store):
     assert store.progress("gone") == (0, 0)
 
 
+def test_a_batch_closed_for_its_answer_is_checked_once_when_due(store):
+    store.open_batch("answered", PROJECT, time.time() + 60)
+    store.open_batch("swept", PROJECT, time.time() + 60)
+    assert store.deposit("answered", 1, {"ok": True, "prediction": {"result": [1]}})
+    assert store.close_batch("answered", check_at=time.time() + 0.3) is not None
+    assert store.close_batch("swept") is not None  # a sweep's close: its write-backs need no check
+    assert store.sweep_answered_batches() == []
+    time.sleep(0.4)
+    assert store.sweep_answered_batches() == [(PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}})]
+    assert store.sweep_answered_batches() == []
+
+
 def test_a_claim_has_one_holder_until_it_releases_it_or_it_expires(store):
     assert store.claim("delivery:k", "first", 0.3)
     assert not store.claim("delivery:k", "second", 60)
@@ -332,6 +344,26 @@ def test_two_write_backs_of_one_prediction_at_once_store_it_once(store, label_st
         store.release(claim, owner)
     finally:
         jobs.install(None)
+
+
+def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_store(label_studio):
+    config = service_config(None, label_studio, answer_check_s=0.5, worker_heartbeat_s=0.2)
+    app = create_app(config)
+    client = app.test_client()
+    try:
+        tasks = [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i))) for i in (1, 2)]
+        stored, lost = post_predict(client, tasks[:1]).get_json(), post_predict(client, tasks[1:]).get_json()
+        assert len(stored["results"]) == len(lost["results"]) == 1
+        assert label_studio.store_answer(tasks[:1], stored)  # the second answer never reached Label Studio
+        assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
+        time.sleep(1.0)  # both checks are done: the stored answer is not posted again
+        assert [p["task"] for p in label_studio.predictions] == [2]
+        record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}
+        assert record[2]["state"] == "written" and "never reached Label Studio" in record[2]["reason"]
+        assert record[1]["state"] == "answered"
+        assert "samiam_answers_lost_total 1\n" in client.get("/metrics").get_data(as_text=True)
+    finally:
+        app.extensions["samiam"]["dispatcher"].shutdown()
 
 
 def test_status_page_and_jobs_tell_computed_from_delivered_per_project(redis_server, label_studio, caplog):

@@ -192,7 +192,7 @@ def create_app(config: ServiceConfig, *, engine_factory: Callable[[ServiceConfig
         requests = model.requests(body, lambda project: (store.project(project) or {}).get("overrides") or {})
         answer = predict_batch(requests, store=store, dispatcher=dispatcher,
                                deadline_s=config.predict_deadline_s, poll_s=config.poll_interval_s,
-                               grace_s=config.batch_grace_s)
+                               grace_s=config.batch_grace_s, check_s=config.answer_check_s)
         return jsonify(answer.to_json())
 
     @app.post("/webhook")

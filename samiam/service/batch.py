@@ -12,6 +12,9 @@ So the answer is all-or-nothing:
   that they are predicted again next time. No empty prediction is ever stored.
 
 Either way the batch is closed first: the close decides which outcomes this request delivers.
+It also files the batch for an answer check: an answer lost on its way (this process killed
+before sending it, the connection dropped) is written back by the workers after
+``SAMIAM_ANSWER_CHECK_S`` (:func:`samiam.service.jobs.hand_over_expired`).
 The batch carries the deadline plus ``grace_s``: should this request die before closing it
 (Redis away, its process killed), the sweep of expired batches
 (:func:`samiam.service.jobs.hand_over_expired`) writes its finished predictions back, and jobs
@@ -53,10 +56,11 @@ class BatchAnswer:
 
 
 def predict_batch(requests: list[TaskRequest], *, store: Store, dispatcher: Dispatcher, deadline_s: float,
-                  poll_s: float, grace_s: float, clock=time.monotonic) -> BatchAnswer:
+                  poll_s: float, grace_s: float, check_s: float, clock=time.monotonic) -> BatchAnswer:
     """Run ``requests`` (tasks of one project with unique ids) and answer within ``deadline_s``.
 
     Waits blocked on the store (a finished task wakes it at once), ``poll_s`` at a time at most.
+    The close files the batch for an answer check ``check_s`` later.
     """
     ends = clock() + deadline_s
     batch_id = uuid.uuid4().hex
@@ -70,7 +74,8 @@ def predict_batch(requests: list[TaskRequest], *, store: Store, dispatcher: Disp
     while deposited < len(ids) and not failed and clock() < ends:
         store.wait_for_deposit(batch_id, min(poll_s, ends - clock()))
         deposited, failed = store.progress(batch_id)
-    outcomes = store.close_batch(batch_id) or {}  # None: a sweep took it over (this request was too slow)
+    # None: a sweep took it over (this request was too slow)
+    outcomes = store.close_batch(batch_id, check_at=time.time() + check_s) or {}
     answered = [outcomes.get(str(task_id)) for task_id in ids]
     if all(outcome is not None and outcome["ok"] for outcome in answered):
         store.incr("batches_answered")

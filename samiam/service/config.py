@@ -27,6 +27,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PREDICT_DEADLINE_S": ("predict_deadline_s", float),
     "SAMIAM_POLL_INTERVAL_S": ("poll_interval_s", float),
     "SAMIAM_BATCH_GRACE_S": ("batch_grace_s", float),
+    "SAMIAM_ANSWER_CHECK_S": ("answer_check_s", float),
     "SAMIAM_JOB_TIMEOUT_S": ("job_timeout_s", int), "SAMIAM_RESULT_TTL_S": ("result_ttl_s", int),
     "SAMIAM_PREDICT_RETRIES": ("predict_retries", int), "SAMIAM_JOB_LEASE_S": ("job_lease_s", int),
     "SAMIAM_WORKER_HEARTBEAT_S": ("worker_heartbeat_s", float),
@@ -72,6 +73,11 @@ class ServiceConfig:
     """``SAMIAM_BATCH_GRACE_S``: a ``/predict`` batch still open this long after its deadline lost
     its request (503 while Redis was away, web process killed): its finished predictions are
     written back by the workers' sweep, and predictions finishing later by their jobs."""
+    answer_check_s: float = 300.0
+    """``SAMIAM_ANSWER_CHECK_S``: this long after ``/predict`` answered, the workers check that
+    Label Studio stored each prediction of the answer (by its delivery key) and write back those
+    it did not (the answer was lost: the web process died before sending it, the connection
+    dropped). Label Studio stores an answer as soon as it reads it, so minutes are ample."""
     job_timeout_s: int = 900
     """``SAMIAM_JOB_TIMEOUT_S``: a worker kills one task's job after this long."""
     predict_retries: int = 2

@@ -52,7 +52,8 @@ class Dispatcher(Protocol):
 
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
         """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
-    def submit_write_backs(self, predictions: dict[int, dict], project: str) -> None: ...
+    def submit_write_backs(self, predictions: dict[int, dict], project: str, answered: bool = False) -> None:
+        """Run :func:`write_back` on each of ``predictions`` (task id -> prediction), with retries."""
     def submit_lesson(self, lesson: dict) -> None:
         """Run the learning job of ``lesson`` (:mod:`samiam.service.learning`)."""
     def click(self, job: dict, image_key: str, deadline_s: float) -> dict:
@@ -228,8 +229,16 @@ def hand_over_expired(runtime: Runtime | None = None) -> int:
     """Write back the finished predictions of every batch whose ``/predict`` stopped waiting
     without closing it (its request answered 503, its web process was killed) once the batch's
     deadline plus grace has passed; returns how many were handed over. Safe to run anywhere,
-    any number of times at once: each expired batch is closed, and handed over, once."""
+    any number of times at once: each expired batch is closed, and handed over, once.
+
+    Also submits the answer checks that are due (``SAMIAM_ANSWER_CHECK_S`` after a ``/predict``
+    closed its batch): a write-back of each finished prediction of the batch, ``answered``, which
+    posts only what Label Studio does not hold."""
     runtime = runtime or current()
+    for project, outcomes in runtime.store.sweep_answered_batches():
+        finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o and o["ok"]}
+        if finished:
+            runtime.dispatcher.submit_write_backs(finished, project, answered=True)
     handed = 0
     for project, outcomes in runtime.store.sweep_expired_batches():
         finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o["ok"]}
@@ -278,13 +287,17 @@ def await_claim(store: Store, name: str, owner: str, ttl_s: float) -> None:
         time.sleep(CLAIM_POLL_S)
 
 
-def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
+def deliver(task_id: int, prediction: dict, project: str, final: bool, answered: bool = False) -> int | None:
     """Store ``prediction`` for ``task_id`` in Label Studio exactly once; returns its id there.
 
     When Label Studio already holds a prediction of the task carrying the same delivery key (an
     earlier attempt stored it, then its answer or its worker was lost) nothing is posted. Each
     attempt holds the key's claim (:meth:`Store.claim`) from that check to its post, so that two
     attempts at once (a job run again while its slow first run still posts) post it once.
+
+    ``answered``: the prediction was in a ``/predict`` answer (an answer check, see
+    :func:`hand_over_expired`): found, it changes no record; not found, the answer was lost and
+    it is posted now (counted as ``answers_lost``; it was counted as delivered when answered).
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
     ``writeback_failed`` (no retry follows).
@@ -294,6 +307,8 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     store = runtime.store
     access, key = access_for(runtime, project), key_of(prediction)
     in_project = project_id(project)
+    if answered and not key:
+        return None  # an unstamped prediction cannot be found again: nothing to check
     claim, owner = f"delivery:{key}", uuid.uuid4().hex
     try:
         if key:
@@ -315,8 +330,16 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     finally:
         store.release(claim, owner)
     if earlier is not None:
-        store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "
-                                                    "earlier attempt (found by its delivery key)")
+        if not answered:
+            store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "
+                                                        "earlier attempt (found by its delivery key)")
+        return prediction_id
+    if answered:
+        store.incr("answers_lost")
+        store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, written back: "
+                                                    "the /predict answer holding it never reached Label Studio")
+        log.warning("task %s: Label Studio did not store the /predict answer holding its prediction (answer lost); "
+                    "written back as prediction %s", task_id, prediction_id)
         return prediction_id
     store.incr("writebacks_ok")
     store.count_for_project(project, "delivered")
@@ -324,8 +347,8 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool) -> int:
     return prediction_id
 
 
-def write_back(task_id: int, prediction: dict, project: str) -> int:
+def write_back(task_id: int, prediction: dict, project: str, answered: bool = False) -> int | None:
     """RQ job around :func:`deliver`; RQ's ``Retry`` re-runs it until no retry is left."""
     from rq import get_current_job
     job = get_current_job()
-    return deliver(task_id, prediction, project, final=job is None or not job.retries_left)
+    return deliver(task_id, prediction, project, final=job is None or not job.retries_left, answered=answered)

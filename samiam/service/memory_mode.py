@@ -74,9 +74,9 @@ class EmbeddedDispatcher:
         for request in requests:
             self._submit(self._predictions, jobs.predict_task, request, batch_id)
 
-    def submit_write_backs(self, predictions, project):
+    def submit_write_backs(self, predictions, project, answered=False):
         for task_id, prediction in predictions.items():
-            self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project)
+            self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project, answered)
 
     def submit_lesson(self, lesson):
         """On the prediction thread, which holds the engine."""
@@ -93,11 +93,11 @@ class EmbeddedDispatcher:
             future.cancel()  # not started yet: never run; running: its answer is dropped
             raise interactive.too_late(deadline_s) from None
 
-    def _write_back_with_retries(self, task_id, prediction, project):
+    def _write_back_with_retries(self, task_id, prediction, project, answered):
         intervals = self.config.writeback_retry_intervals_s
         for attempt in range(len(intervals) + 1):
             try:
-                jobs.deliver(task_id, prediction, project, final=attempt == len(intervals))
+                jobs.deliver(task_id, prediction, project, final=attempt == len(intervals), answered=answered)
                 return
             except Exception as error:  # noqa: BLE001 - deliver() recorded it; retry after the interval
                 log.debug("write-back of task %s, attempt %d: %s", task_id, attempt + 1, error)
@@ -157,6 +157,8 @@ class MemoryStore:
         self._devices: dict[str, str] = {}
         self._claims: dict[str, tuple[float, str]] = {}
         """name -> (expiry, owner)."""
+        self._answered: dict[str, tuple[float, str, dict[str, dict]]] = {}
+        """batch id -> (time of its answer check, project, outcomes)."""
 
     def ping(self):
         return True
@@ -203,7 +205,7 @@ class MemoryStore:
             batch = self._batches.get(batch_id)
             return (0, 0) if batch is None else (len(batch.outcomes), batch.failures)
 
-    def close_batch(self, batch_id):
+    def close_batch(self, batch_id, check_at=None):
         with self._lock:
             batch = self._batches.get(batch_id)
             if batch is None or batch.closed:
@@ -211,7 +213,15 @@ class MemoryStore:
             batch.closed = True
             self._notices.pop(batch_id, None)
             outcomes, batch.outcomes = batch.outcomes, dict.fromkeys(batch.outcomes)  # ids only: a re-run's check
+            if check_at is not None:
+                self._answered[batch_id] = (check_at, batch.project, outcomes)
             return outcomes
+
+    def sweep_answered_batches(self):
+        now = time.time()
+        with self._lock:
+            due = [b for b, (check_at, _, _) in self._answered.items() if check_at <= now]
+            return [self._answered.pop(b)[1:] for b in due]
 
     def sweep_expired_batches(self):
         now = time.time()

@@ -81,10 +81,14 @@ return 1
 """
 
 _CLOSE = """
--- KEYS: batch hash, notice list, open-batch index; ARGV: batch id, ttl. 1 when this call closed it.
+-- KEYS: batch hash, notice list, open-batch index, answer-check index; ARGV: batch id, ttl,
+-- time of the answer check ('' for none). 1 when this call closed it.
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('HEXISTS', KEYS[1], '_open') == 0 or redis.call('HEXISTS', KEYS[1], '_closed') == 1 then
   return 0
+end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 end
 redis.call('HSET', KEYS[1], '_closed', '1')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -179,14 +183,32 @@ class RedisStore:
         return int(deposits or 0), int(failures or 0)
 
     @redis_errors_as_unavailable
-    def close_batch(self, batch_id):
+    def close_batch(self, batch_id, check_at=None):
         """Close the batch and return the outcomes deposited before the close (task id -> outcome);
-        None when it was closed before (by the web tier or a sweep) or is unknown."""
+        None when it was closed before (by the web tier or a sweep) or is unknown. With
+        ``check_at`` (a time): the batch's answer is checked then (:meth:`sweep_answered_batches`)."""
         key = f"{PREFIX}:batch:{batch_id}"
-        if not self._close(keys=[key, f"{PREFIX}:deposited:{batch_id}", f"{PREFIX}:open-batches"],
-                           args=[batch_id, self.ttl_s]):
+        if not self._close(keys=[key, f"{PREFIX}:deposited:{batch_id}", f"{PREFIX}:open-batches",
+                                 f"{PREFIX}:answered-batches"],
+                           args=[batch_id, self.ttl_s, "" if check_at is None else repr(check_at)]):
             return None
+        return self._batch_outcomes(batch_id)
+
+    def _batch_outcomes(self, batch_id):
+        key = f"{PREFIX}:batch:{batch_id}"
         return _outcomes({k.decode(): v for k, v in self.redis.hscan_iter(key, count=SCAN_COUNT)})
+
+    @redis_errors_as_unavailable
+    def sweep_answered_batches(self):
+        """``(project, outcomes)`` of every answered batch whose answer check is due, each to one
+        caller only (the batch's outcomes stay readable for ``ttl_s`` after its close)."""
+        due = self.redis.zrangebyscore(f"{PREFIX}:answered-batches", "-inf", time.time())
+        checked = []
+        for batch_id in (b.decode() for b in due):
+            if self.redis.zrem(f"{PREFIX}:answered-batches", batch_id):
+                project = self.redis.hget(f"{PREFIX}:batch:{batch_id}", _PROJECT)
+                checked.append((project.decode() if project else "", self._batch_outcomes(batch_id)))
+        return checked
 
     @redis_errors_as_unavailable
     def sweep_expired_batches(self):
@@ -354,14 +376,15 @@ class RQDispatcher:
             for request in requests])
 
     @redis_errors_as_unavailable
-    def submit_write_backs(self, predictions, project):
+    def submit_write_backs(self, predictions, project, answered=False):
         """One write-back job per task (task id -> prediction), enqueued in bulk."""
         intervals = list(self.config.writeback_retry_intervals_s)
         self._enqueue([Queue.prepare_data(
-            jobs.write_back, (task_id, prediction, project),
+            jobs.write_back, (task_id, prediction, project, answered),
             retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
             timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
-            failure_ttl=self.config.result_ttl_s, description=f"write back task {task_id}")
+            failure_ttl=self.config.result_ttl_s,
+            description=f"{'check the answer of' if answered else 'write back'} task {task_id}")
             for task_id, prediction in predictions.items()])
 
     @redis_errors_as_unavailable
