@@ -55,10 +55,12 @@ def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     with label_studio_with_backend(work, "e2e-worker", ENGINE_ENV) as stack:
         late, late_web = start_web({**stack["env"], "PREDICT_DEADLINE_S": str(LATE_DEADLINE_S)}, work, "web-late")
-        stack["processes"].append(late_web)
+        checked, checked_web = start_web({**stack["env"], "SAMIAM_ANSWER_CHECK_S": "1"}, work, "web-checked")
+        stack["processes"] += [late_web, checked_web]
         wait_for(late + "/health", 60, late_web)
-        yield {"studio": stack["studio"], "backend": stack["backend"], "late_backend": late, "work": work,
-               "env": stack["env"]}
+        wait_for(checked + "/health", 60, checked_web)
+        yield {"studio": stack["studio"], "backend": stack["backend"], "late_backend": late,
+               "checked_backend": checked, "work": work, "env": stack["env"]}
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -173,6 +175,24 @@ def test_late_predictions_arrive_by_write_back(stack):
     states = requests.get(f"{stack['late_backend']}/jobs?project={project}", timeout=5).json()["counts"]
     assert states["written"] == 3, f"not every prediction came by write-back: {states}"
     assert time.monotonic() - started < 120
+
+
+def test_the_answer_check_finds_what_label_studio_stored_and_posts_nothing(stack):
+    studio, backend = stack["studio"], stack["checked_backend"]
+    project, tasks = _project_with_tasks(studio, backend, "samiam checked", {"checked.png": _scene_png(21, 256)})
+    stored = _retrieve_predictions(studio, project, list(tasks.values()))  # answered; checked 1 s later
+
+    def counter(name: str) -> float:
+        lines = requests.get(f"{backend}/metrics", timeout=5).text.splitlines()
+        return next(float(line.split()[1]) for line in lines if line.startswith(name + " "))
+
+    deadline = time.monotonic() + 60
+    while counter("samiam_answers_checked_total") < 1:
+        assert time.monotonic() < deadline, "no answer check ran within 60 s"
+        time.sleep(0.5)
+    [task_id] = tasks.values()
+    assert [p["id"] for p in studio.api("GET", f"/api/predictions?task={task_id}").json()] == [stored[task_id]["id"]]
+    assert counter("samiam_answers_lost_total") == 0
 
 
 def _screenshot_labeling_page(url: str, project_id: int, task_id: int, work: Path) -> np.ndarray:

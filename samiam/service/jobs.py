@@ -296,8 +296,9 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
     attempts at once (a job run again while its slow first run still posts) post it once.
 
     ``answered``: the prediction was in a ``/predict`` answer (an answer check, see
-    :func:`hand_over_expired`): found, it changes no record; not found, the answer was lost and
-    it is posted now (counted as ``answers_lost``; it was counted as delivered when answered).
+    :func:`hand_over_expired`; counted as ``answers_checked``): found, it changes no record; not
+    found, the answer was lost and it is posted now (counted as ``answers_lost``; it was counted
+    as delivered when answered).
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
     ``writeback_failed`` (no retry follows).
@@ -329,6 +330,8 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
         raise
     finally:
         store.release(claim, owner)
+    if answered:
+        store.incr("answers_checked")
     if earlier is not None:
         if not answered:
             store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "

@@ -18,6 +18,8 @@ COUNTERS = {
     "writebacks_ok": ("samiam_writebacks_ok_total", "Predictions written back to Label Studio."),
     "writeback_retries": ("samiam_writeback_retries_total", "Write-back attempts that failed and were retried."),
     "writebacks_failed": ("samiam_writebacks_failed_total", "Write-backs that failed after the last retry."),
+    "answers_checked": ("samiam_answers_checked_total",
+                        "Answered predictions looked for in Label Studio (the answer check)."),
     "answers_lost": ("samiam_answers_lost_total",
                      "Answered predictions that Label Studio did not store (answer lost); written back."),
     "lessons_learned": ("samiam_lessons_learned_total", "Annotations (or rebuilds) learned into label prototypes."),
