@@ -283,9 +283,12 @@ def superpixels(gradient: np.ndarray, segments: int, mask: np.ndarray, core: flo
     reaches (a narrow layer cut off by vacuum and a gap band) is a superpixel of its own."""
     from scipy import ndimage
     from skimage.segmentation import watershed
-    from skimage.segmentation._watershed import regular_seeds
+    from skimage.util import regular_grid
 
-    markers = regular_seeds(gradient.shape, int(segments / max(mask.mean(), 1.0 / mask.size))) * mask
+    markers = np.zeros(gradient.shape, np.int64)  # ``segments`` seeds inside ``mask``, as skimage places them
+    grid = regular_grid(gradient.shape, int(segments / max(mask.mean(), 1.0 / mask.size)))
+    markers[grid] = 1 + np.arange(markers[grid].size).reshape(markers[grid].shape)
+    markers *= mask
     basins = seedless_basins(gradient, mask, markers > 0, core)
     markers = np.where(basins > 0, basins + markers.max(), markers)
     labels = watershed(gradient, markers=markers, mask=mask)
