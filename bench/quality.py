@@ -28,6 +28,7 @@ import argparse
 import io
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -107,7 +108,7 @@ def k_accuracy(rows: list[dict]) -> dict[str, float]:
     return result
 
 
-def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path]) -> str:
+def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path], command: str) -> str:
     from samiam.evaluate import Evaluation, format_table
     from samiam.metrics import METRICS, summarize
 
@@ -117,7 +118,7 @@ def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Pat
     evaluation = Evaluation(rows=rows, summary=summary, missing={}, unmatched={}, metrics=METRICS)
     lines = [(f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU) with "
-             f"`python bench/quality.py --write`: {n} images per difficulty class, {size}x{size}, "
+             f"`{command}`: {n} images per difficulty class, {size}x{size}, "
              f"{seconds / 60:.1f} min."), "",
              ("Mean over images of the per-image metrics (docs/metrics.md), in %; FPR is an IoU-weighted "
              "count of superfluous masks (lower is better)."), ""]
@@ -171,7 +172,7 @@ def main() -> None:
         img.mkdir(parents=True, exist_ok=True)
         for path in plot_summary(Evaluation(picked, summary, {}, {}, METRICS), img):
             charts.append(path.rename(img / f"quality-{path.name}"))
-    text = report(rows, args.n, args.size, seconds, charts)
+    text = report(rows, args.n, args.size, seconds, charts, "python bench/quality.py " + " ".join(sys.argv[1:]))
     print(text)
     if args.write:
         write_section(DOCS, "quality", "Quality on synthetic micrographs", text)
