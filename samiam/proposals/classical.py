@@ -17,7 +17,9 @@
 4. Vacuum and dark gap bands along interfaces belong to no material and are left out
    (:mod:`samiam.proposals.unlabelled`).
 5. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side and
-   cut into ``classical_segments`` watershed superpixels; adjacent superpixels are merged greedily
+   cut into watershed superpixels, flooded from a grid of ``classical_segments`` seeds and from
+   the areas a texture edge fences in that no grid seed reached (a thin layer between two seed
+   rows, :func:`seedless_basins`); adjacent superpixels are merged greedily
    (closest pair first) on a region adjacency graph while their features do not differ
    significantly (:func:`merge_regions`, ``classical_merge_t2``): the test grows with the regions'
    areas, so materials a few per cent apart stay apart.
