@@ -16,7 +16,8 @@ For N images per difficulty class (``samiam.synth``), it scores against the exac
 
 It prints the table, reports how often the number of materials found equals the true one, and
 with ``--write`` replaces the "Quality" section of ``docs/benchmarks.md`` and writes the charts
-to ``docs/img/``. ``--quick`` runs 3 small images per class.
+to ``docs/img/``. ``--quick`` runs 3 small images per class; ``--methods classical --classes 2``
+runs only the classical rows on difficulty 2 (for tuning, with ``--first-seed 200``).
 
     python bench/quality.py --write            # 20 images per class at 1024 x 1024
 """
@@ -27,6 +28,7 @@ import argparse
 import io
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,9 +49,9 @@ def methods() -> list[str]:
 BASELINES = ["baseline block-hist K known", "baseline local-FFT K known"]
 
 
-def score_one(job: tuple[int, int, int]) -> list[dict]:
-    """All methods on one scene: a list of rows (method, image, difficulty, metrics, K found)."""
-    difficulty, seed, size = job
+def score_one(job: tuple[int, int, int, tuple[str, ...]]) -> list[dict]:
+    """The ``wanted`` methods on one scene: a list of rows (method, image, difficulty, metrics, K found)."""
+    difficulty, seed, size, wanted = job
     from baselines import block_histogram_kmeans, local_descriptor_kmeans
     from PIL import Image
 
@@ -63,28 +65,35 @@ def score_one(job: tuple[int, int, int]) -> list[dict]:
     buffer = io.BytesIO()
     Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
     micrograph = load_micrograph(buffer.getvalue())  # the 8-bit file a user would give samiam
-    proposals = simulate_sam_proposals(scene, seed=seed)
     true_k = len(scene.names)
     base = Settings.from_env().replace({"proposals.proposer": "classical"})  # SAMIAM_* env overrides apply
-    outputs = {"sim-SAM raw": proposals}
-    for embedder in EMBEDDERS:
-        settings = base.replace({"merging.embedder": embedder})
-        outputs[f"sim-SAM+boost[{embedder}]"] = Engine(settings).boost(micrograph, proposals).materials
     known = base.replace({"merging.materials": true_k})
-    outputs["sim-SAM+boost K known"] = Engine(known).boost(micrograph, proposals).materials
-    classical = Engine(base).segment(micrograph)
-    outputs["classical+boost"] = classical.materials
-    outputs["classical+boost K known"] = Engine(known).boost(micrograph, classical.proposals).materials
-    outputs[BASELINES[0]] = block_histogram_kmeans(micrograph.grey, true_k, seed)
-    outputs[BASELINES[1]] = local_descriptor_kmeans(micrograph.grey, true_k, seed)
+    outputs = {}
+    if any(m.startswith("sim-SAM") for m in wanted):
+        proposals = simulate_sam_proposals(scene, seed=seed)
+        outputs["sim-SAM raw"] = proposals
+        for embedder in EMBEDDERS:
+            settings = base.replace({"merging.embedder": embedder})
+            outputs[f"sim-SAM+boost[{embedder}]"] = Engine(settings).boost(micrograph, proposals).materials
+        outputs["sim-SAM+boost K known"] = Engine(known).boost(micrograph, proposals).materials
+    if any(m.startswith("classical") for m in wanted):
+        classical = Engine(base).segment(micrograph)
+        outputs["classical+boost"] = classical.materials
+        outputs["classical+boost K known"] = Engine(known).boost(micrograph, classical.proposals).materials
+    if BASELINES[0] in wanted:
+        outputs[BASELINES[0]] = block_histogram_kmeans(micrograph.grey, true_k, seed)
+    if BASELINES[1] in wanted:
+        outputs[BASELINES[1]] = local_descriptor_kmeans(micrograph.grey, true_k, seed)
     name = f"d{difficulty}_s{seed:04d}"
     return [{"label": method, "name": name, "difficulty": difficulty, "true_k": true_k,
              "found_k": len(masks), **score_image(masks, scene.materials).as_dict()}
-            for method, masks in outputs.items()]
+            for method, masks in outputs.items() if method in wanted]
 
 
-def run(n: int, size: int, workers: int, first_seed: int = 0) -> list[dict]:
-    jobs = [(d, seed, size) for d in (1, 2, 3) for seed in range(first_seed, first_seed + n)]
+def run(n: int, size: int, workers: int, first_seed: int = 0, wanted: tuple[str, ...] | None = None,
+        difficulties: tuple[int, ...] = (1, 2, 3)) -> list[dict]:
+    wanted = tuple(methods()) if wanted is None else wanted
+    jobs = [(d, seed, size, wanted) for d in difficulties for seed in range(first_seed, first_seed + n)]
     with ProcessPoolExecutor(workers) as pool:
         return [row for rows in pool.map(score_one, jobs) for row in rows]
 
@@ -92,22 +101,24 @@ def run(n: int, size: int, workers: int, first_seed: int = 0) -> list[dict]:
 def k_accuracy(rows: list[dict]) -> dict[str, float]:
     """Per method with K estimated: % of images where materials found == true materials."""
     result = {}
-    for method in [m for m in methods()[1:] if "K known" not in m]:
+    present = {r["label"] for r in rows}
+    for method in [m for m in methods()[1:] if "K known" not in m and m in present]:
         picked = [r for r in rows if r["label"] == method]
         result[method] = 100 * float(np.mean([r["found_k"] == r["true_k"] for r in picked]))
     return result
 
 
-def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path]) -> str:
+def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path], command: str) -> str:
     from samiam.evaluate import Evaluation, format_table
     from samiam.metrics import METRICS, summarize
 
-    summary = [{"label": m, **row} for m in methods()
+    present = {r["label"] for r in rows}
+    summary = [{"label": m, **row} for m in methods() if m in present
                for row in summarize([r for r in rows if r["label"] == m], METRICS)]
     evaluation = Evaluation(rows=rows, summary=summary, missing={}, unmatched={}, metrics=METRICS)
     lines = [(f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU) with "
-             f"`python bench/quality.py --write`: {n} images per difficulty class, {size}x{size}, "
+             f"`{command}`: {n} images per difficulty class, {size}x{size}, "
              f"{seconds / 60:.1f} min."), "",
              ("Mean over images of the per-image metrics (docs/metrics.md), in %; FPR is an IoU-weighted "
              "count of superfluous masks (lower is better)."), ""]
@@ -132,6 +143,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds first_seed..first_seed+n-1; 0.. are the evaluation seeds, tune on others (100.., 200..)")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--methods", nargs="+", default=None, metavar="PREFIX",
+                        help="only the methods whose names start with one of these (e.g. classical)")
+    parser.add_argument("--classes", type=int, nargs="+", default=[1, 2, 3], help="difficulty classes")
     parser.add_argument("--quick", action="store_true", help="3 images per class at 512 px")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md and docs/img/")
     args = parser.parse_args()
@@ -139,8 +153,11 @@ def main() -> None:
         args.n, args.size = 3, 512
     if args.write and args.first_seed:
         parser.error("--write records the evaluation seeds 0..n-1: leave --first-seed at 0")
+    if args.write and (args.methods or args.classes != [1, 2, 3]):
+        parser.error("--write records every method and class: leave --methods and --classes out")
+    wanted = tuple(m for m in methods() if args.methods is None or m.startswith(tuple(args.methods)))
     started = time.perf_counter()
-    rows = run(args.n, args.size, args.workers, args.first_seed)
+    rows = run(args.n, args.size, args.workers, args.first_seed, wanted, tuple(args.classes))
     seconds = time.perf_counter() - started
     charts = []
     if args.write:
@@ -155,7 +172,7 @@ def main() -> None:
         img.mkdir(parents=True, exist_ok=True)
         for path in plot_summary(Evaluation(picked, summary, {}, {}, METRICS), img):
             charts.append(path.rename(img / f"quality-{path.name}"))
-    text = report(rows, args.n, args.size, seconds, charts)
+    text = report(rows, args.n, args.size, seconds, charts, "python bench/quality.py " + " ".join(sys.argv[1:]))
     print(text)
     if args.write:
         write_section(DOCS, "quality", "Quality on synthetic micrographs", text)

@@ -7,7 +7,13 @@ import pytest
 
 from samiam.io import Micrograph
 from samiam.proposals import ClassicalProposer
-from samiam.proposals.classical import SPOT_EDGE_SIGMA, dominant_period, find_spots, separability
+from samiam.proposals.classical import (
+    SPOT_EDGE_SIGMA,
+    dominant_period,
+    find_spots,
+    seedless_basins,
+    separability,
+)
 from samiam.settings import ProposalSettings
 
 SIDE = 256
@@ -70,6 +76,36 @@ def test_amorphous_disk_in_a_crystal():
     proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(image))
     check_partition(proposals, disk.shape)
     check_regions(proposals.masks, [disk, ~disk], min_iou=0.8, max_straddle=0.2)
+
+
+def test_a_thin_layer_between_two_rows_of_grid_seeds_is_a_region_of_its_own():
+    """An amorphous layer 34 px thick (about six texture windows) across a lattice, between the
+    grid seed rows 18 and 55 of a 256 px image with 48 segments: no grid seed lies in it, so
+    without a seed of its own the seeds above and below flood it together with the lattice."""
+    rng = np.random.default_rng(11)
+    rows = np.arange(SIDE)[:, None] * np.ones((1, SIDE))
+    layer = (rows >= 20) & (rows < 54)
+    image = np.where(layer, 0.3 + rng.standard_normal(layer.shape), lattice(layer.shape, 6))
+    proposals = ClassicalProposer(ProposalSettings(classical_segments=48)).propose(micrograph(image))
+    check_partition(proposals, layer.shape)
+    check_regions(proposals.masks, [layer, ~layer], min_iou=0.8, max_straddle=0.2)
+
+
+def test_seedless_basins_are_the_areas_a_ridge_fences_in_with_room_for_a_core_and_no_seed():
+    """A flat gradient with two ridge rings: the disc inside the first (radius 20) holds no seed
+    and is a basin; the one inside the second holds a seed; a ring of radius 4 has no room for
+    a core of 5 px; the outside, where the grid seed lies, is no basin either."""
+    y, x = np.mgrid[:120, :200]
+    gradient = np.full(y.shape, 0.1)
+    rings = [(60, 50, 20), (60, 140, 20), (15, 100, 4)]
+    for cy, cx, r in rings:
+        gradient[np.abs(np.hypot(y - cy, x - cx) - r) < 2] = 10.0
+    seeds = np.zeros(y.shape, bool)
+    seeds[60, 140] = seeds[110, 10] = True
+    basins = seedless_basins(gradient, np.ones(y.shape, bool), seeds, core=5.0)
+    first = np.hypot(y - 60, x - 50) <= 18
+    assert basins.max() == 1
+    assert (basins == 1).sum() == first.sum() and (basins[first] == 1).all()
 
 
 def test_one_texture_is_one_confident_region():

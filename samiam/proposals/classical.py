@@ -17,7 +17,9 @@
 4. Vacuum and dark gap bands along interfaces belong to no material and are left out
    (:mod:`samiam.proposals.unlabelled`).
 5. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side and
-   cut into ``classical_segments`` watershed superpixels; adjacent superpixels are merged greedily
+   cut into watershed superpixels, flooded from a grid of ``classical_segments`` seeds and from
+   the areas a texture edge fences in that no grid seed reached (a thin layer between two seed
+   rows, :func:`seedless_basins`); adjacent superpixels are merged greedily
    (closest pair first) on a region adjacency graph while their features do not differ
    significantly (:func:`merge_regions`, ``classical_merge_t2``): the test grows with the regions'
    areas, so materials a few per cent apart stay apart.
@@ -58,6 +60,9 @@ SPOT_EDGE_CONTRAST = 4.0
 """A spot reaches out to where its (lightly smoothed) intensity is still this many standard
 deviations of the surroundings' noise away from the local mean: a particle's blurred rim and
 its dimmer lobes belong to it."""
+RIDGE_LEVELS = (1.5, 1.0, 0.75)
+"""Levels of the feature gradient, in its 90th percentiles, at which areas fenced in by a texture
+edge are looked for, highest first (:func:`seedless_basins`)."""
 WEIGHT_FLOOR = 1e-6
 """Smallest weight a window average outside the spots is divided by (inside large spots it is ~0)."""
 VARIANCE_FLOOR = 1e-6
@@ -91,8 +96,8 @@ class ClassicalProposer:
         empty = unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
                                  settings.classical_gap_depth)
         gradient = feature_gradient(maps.edges)
-        labels = merge_regions(superpixels(gradient, settings.classical_segments, ~empty), maps.features,
-                               settings.classical_merge_t2, 4 * np.pi * maps.window ** 2)
+        labels = merge_regions(superpixels(gradient, settings.classical_segments, ~empty, maps.window),
+                               maps.features, settings.classical_merge_t2, 4 * np.pi * maps.window ** 2)
         labels = refine_boundaries(labels, gradient, margin=maps.window, mask=~empty)
         labels = _consecutive(np.where(maps.spots > 0, maps.spots + labels.max(), labels), background=0)
         scores = separability(labels, np.concatenate([maps.features, maps.fine[..., None]], axis=-1))
@@ -272,17 +277,55 @@ def feature_gradient(features: np.ndarray) -> np.ndarray:
                        for f in range(features.shape[-1]) for axis in (0, 1)))
 
 
-def superpixels(gradient: np.ndarray, segments: int, mask: np.ndarray) -> np.ndarray:
+def superpixels(gradient: np.ndarray, segments: int, mask: np.ndarray, core: float) -> np.ndarray:
     """Watershed of ``gradient: (h, w)`` inside ``mask: (h, w) bool``, flooded from a regular grid
-    of ``segments`` seeds, so that superpixel borders fall on texture edges -> labels ``(h, w)
-    int``, 1-based, 0 outside ``mask``. A part of ``mask`` that no seed reaches (a narrow layer
-    cut off by vacuum and a gap band) is a superpixel of its own."""
+    of ``segments`` seeds and from the seedless basins (:func:`seedless_basins`, with a pixel
+    farther than ``core`` px from their border), so that superpixel borders fall on texture
+    edges -> labels ``(h, w) int``, 1-based, 0 outside ``mask``. A part of ``mask`` that no seed
+    reaches (a narrow layer cut off by vacuum and a gap band) is a superpixel of its own."""
     from scipy import ndimage
     from skimage.segmentation import watershed
+    from skimage.util import regular_grid
 
-    labels = watershed(gradient, markers=segments, mask=mask)
+    markers = np.zeros(gradient.shape, np.int64)  # ``segments`` seeds inside ``mask``, as skimage places them
+    grid = regular_grid(gradient.shape, int(segments / max(mask.mean(), 1.0 / mask.size)))
+    markers[grid] = 1 + np.arange(markers[grid].size).reshape(markers[grid].shape)
+    markers *= mask
+    basins = seedless_basins(gradient, mask, markers > 0, core)
+    markers = np.where(basins > 0, basins + markers.max(), markers)
+    labels = watershed(gradient, markers=markers, mask=mask)
     unreached, count = ndimage.label(mask & (labels == 0))
     return np.where(unreached > 0, unreached + labels.max(), labels) if count else labels
+
+
+def seedless_basins(gradient: np.ndarray, mask: np.ndarray, seeds: np.ndarray, core: float) -> np.ndarray:
+    """Areas of ``mask: (h, w) bool`` fenced in by a ridge of ``gradient: (h, w)`` that hold none
+    of ``seeds: (h, w) bool`` -> labels ``(h, w) int64``, 0 outside, 1..B.
+
+    A regular seed grid misses a thin layer between two rows of seeds (an amorphous cap over a
+    crystal): the seed below floods it together with a block of its neighbour, and no merge
+    splits that superpixel again. A basin is a connected area where ``gradient`` stays below a
+    ridge level, :data:`RIDGE_LEVELS` times its 90th percentile inside ``mask``, highest first
+    (a texture edge rises above the noise of a texture, a faint one only a little); each basin
+    with a pixel farther than ``core`` px from its border (room for a texture core, see
+    :func:`refine_boundaries`) and no seed, nor a basin found at a higher level, inside is one.
+    """
+    from scipy import ndimage
+
+    found = np.zeros(mask.shape, np.int64)
+    if not mask.any():
+        return found
+    usual = float(np.percentile(gradient[mask], 90))
+    for level in RIDGE_LEVELS:
+        basins, count = ndimage.label(mask & (gradient < level * usual))
+        depth = ndimage.maximum(ndimage.distance_transform_edt(basins > 0), basins, np.arange(count + 1))
+        keep = np.asarray(depth) > core
+        keep[np.unique(basins[seeds | (found > 0)])] = False
+        keep[0] = False
+        if keep.any():
+            found = np.where(keep[basins], _consecutive(np.where(keep[basins], basins, 0), background=0)
+                             + found.max(), found)
+    return found
 
 
 def refine_boundaries(labels: np.ndarray, gradient: np.ndarray, margin: float,
