@@ -96,7 +96,8 @@ class ProposalSettings:
     """Two masks of neighbouring tiles are one region when the parts of them inside their tiles'
     overlap have at least this IoU; each mask is matched with at most one of the other tile."""
     classical_segments: int = 48
-    """Target number of superpixels of the weight-free proposer, per image, before merging."""
+    """Seeds of the weight-free proposer's regular watershed grid, per image (areas fenced in by a
+    texture edge that no grid seed reaches get a seed of their own), before merging."""
     classical_window: float = 1.0
     """Gaussian sigma of the classical proposer's texture window, in lattice periods (the period is
     estimated from the image's power spectrum)."""
