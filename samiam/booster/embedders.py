@@ -7,12 +7,12 @@ D). The merging step z-scores every column over the image's crops and then scale
 
 Weight-free embedders (no model file), vectorised over the crop batch:
 
-* ``intensity``: mean and standard deviation under a Hann window (:func:`crop_window`), and
-  percentiles of the crop. Because the image is normalised globally, not per crop, brightness
-  differences between materials survive. A plain mean over a crop a few lattice cells wide
-  varies with where the lattice falls in it (its phase): at 30 px and 3-4 fringes, 3-5 % of the
-  mean on the synthetic perovskites, as much as two near-identical materials differ; the window
-  lets the cells at the edges fade in, which cuts that to about 1 %.
+* ``intensity``: mean, standard deviation and percentiles of the crop's pixels weighted by a
+  Hann window (:func:`crop_window`). Because the image is normalised globally, not per crop,
+  brightness differences between materials survive. A plain mean over a crop a few lattice
+  cells wide varies with where the lattice falls in it (its phase): at 30 px and 3-4 fringes,
+  3-5 % of the mean on the synthetic perovskites, as much as two near-identical materials
+  differ; the window lets the cells at the edges fade in, which cuts that to about 1 %.
 * ``lbp``: histograms of rotation-invariant uniform local binary patterns (8 neighbours) at two
   radii, plus the intensity block.
 * ``fft``: log power spectrum of the Hann-windowed crop, averaged in log-spaced rings of spatial
@@ -90,15 +90,23 @@ def crop_window(side: int) -> np.ndarray:
 
 
 def intensity_features(crops: np.ndarray) -> np.ndarray:
-    """(M, S, S) -> (M, 2 + len(INTENSITY_PERCENTILES)): mean and standard deviation of each crop
-    weighted by :func:`crop_window` (they vary little with the lattice's phase in the crop), and
-    its percentiles."""
+    """(M, S, S) -> (M, 2 + len(INTENSITY_PERCENTILES)): mean, standard deviation and percentiles
+    of each crop's pixels weighted by :func:`crop_window` (they vary little with the lattice's
+    phase in the crop)."""
     flat = crops.reshape(len(crops), -1)
     weights = crop_window(crops.shape[-1]).ravel()
     mean = flat @ weights
     std = np.sqrt(np.maximum((flat - mean[:, None]) ** 2 @ weights, 0.0))
-    percentiles = np.percentile(flat, INTENSITY_PERCENTILES, axis=1).T
-    return np.column_stack([mean, std, percentiles])
+    return np.column_stack([mean, std, weighted_percentiles(flat, weights, INTENSITY_PERCENTILES)])
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
+    """Percentiles of each row of ``values: (M, N)`` whose entries weigh ``weights: (N,)`` (summing
+    to 1): the smallest value whose cumulative weight reaches each percentile -> ``(M, P)``."""
+    order = np.argsort(values, axis=1)
+    cumulative = np.cumsum(weights[order], axis=1)
+    picks = np.stack([(cumulative < q / 100).sum(axis=1) for q in percentiles], axis=1)
+    return np.take_along_axis(np.take_along_axis(values, order, axis=1), np.minimum(picks, values.shape[1] - 1), axis=1)
 
 
 def lbp_codes(crops: np.ndarray, radius: float, neighbours: int = LBP_NEIGHBOURS) -> np.ndarray:
