@@ -53,10 +53,10 @@ RULES = ("reference", "physical, file", "physical, lattice")
 PROPOSERS = ("sim-SAM", "classical")
 
 
-def score_one(job: tuple[str, int, int, int, int]) -> list[dict]:
-    """Every rule and proposer on one scene of a case at one magnification: rows of metrics, K,
-    the crop side and the mIoU on the field both magnifications share."""
-    case, difficulty, seed, size, magnification = job
+def score_one(job: tuple[str, int, int, int, int, tuple[str, ...]]) -> list[dict]:
+    """Every rule and the given proposers on one scene of a case at one magnification: rows of
+    metrics, K, the crop side and the mIoU on the field both magnifications share."""
+    case, difficulty, seed, size, magnification, proposers = job
     started = time.perf_counter()
     from PIL import Image
 
@@ -76,9 +76,10 @@ def score_one(job: tuple[str, int, int, int, int]) -> list[dict]:
     physical = base.replace({"image.scale": "physical"})
     runs = {"reference": (base.replace({"image.scale": "reference"}), plain),
             "physical, file": (physical, calibrated), "physical, lattice": (physical, plain)}
-    proposals = {"sim-SAM": (simulate_sam_proposals(scene, seed=seed), {}),
-                 "classical": (Engine(base).proposer.propose(plain).masks,
-                               {"merging.k_estimator": "separation_all"})}
+    made = {"sim-SAM": lambda: (simulate_sam_proposals(scene, seed=seed), {}),
+            "classical": lambda: (Engine(base).proposer.propose(plain).masks,
+                                  {"merging.k_estimator": "separation_all"})}
+    proposals = {proposer: made[proposer]() for proposer in proposers}
     view = shared_view(case, magnification)
     rows = []
     for proposer, (masks, overrides) in proposals.items():
@@ -114,8 +115,9 @@ def crop_px(result) -> int:
     return crop_side(result.settings.merging, *result.proposals.shape[1:])
 
 
-def run(cases: list[str], n: int, first_seed: int, size: int, workers: int) -> list[dict]:
-    jobs = [(case, d, seed, size, m) for case in cases for d in (1, 2, 3)
+def run(cases: list[str], proposers: tuple[str, ...], n: int, first_seed: int, size: int,
+        workers: int) -> list[dict]:
+    jobs = [(case, d, seed, size, m, proposers) for case in cases for d in (1, 2, 3)
             for seed in range(first_seed, first_seed + n) for m in MAGNIFICATIONS]
     jobs.sort(key=lambda job: -CASES[job[0]][MAGNIFICATIONS.index(job[4])].get("sampling", 1))  # big first
     with ProcessPoolExecutor(workers) as pool:
@@ -124,6 +126,7 @@ def run(cases: list[str], n: int, first_seed: int, size: int, workers: int) -> l
 
 def report(rows: list[dict], command: str) -> str:
     cases = [case for case in CASES if any(r["case"] == case for r in rows)]
+    proposers = [proposer for proposer in PROPOSERS if any(r["proposer"] == proposer for r in rows)]
     seeds = {case: sorted({r["seed"] for r in rows if r["case"] == case}) for case in cases}
     shown = "; ".join(f"{case}: {len(s)} scenes per difficulty class (1-3), seeds {s[0]}-{s[-1]}"
                       for case, s in seeds.items())
@@ -137,7 +140,7 @@ def report(rows: list[dict], command: str) -> str:
              "| case | proposer | rule | mag | px | mIoU | shared mIoU | PQ | K ok | crop | scale |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in cases:
-        for proposer in PROPOSERS:
+        for proposer in proposers:
             for rule in RULES:
                 for m in MAGNIFICATIONS:
                     picked = select(rows, case, proposer, rule, m)
@@ -157,7 +160,7 @@ def report(rows: list[dict], command: str) -> str:
               "| case | proposer | rule | d1 | d2 | d3 | all | worse | better |",
               "|---|---|---|---|---|---|---|---|---|"]
     for case in cases:
-        for proposer in PROPOSERS:
+        for proposer in proposers:
             for rule in RULES:
                 cells = []
                 for d in (1, 2, 3):
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="side in px at 1x")
     parser.add_argument("--cases", nargs="+", choices=[c.split()[0] for c in CASES],
                         default=[c.split()[0] for c in CASES])
+    parser.add_argument("--proposers", nargs="+", choices=PROPOSERS, default=list(PROPOSERS))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--rows", type=Path, help="also write every per-image row to this JSON file")
@@ -214,7 +218,7 @@ def main() -> None:
                 if row["case"].split()[0] in args.cases]
     else:
         cases = [c for c in CASES if c.split()[0] in args.cases]
-        rows = run(cases, args.n, args.first_seed, args.size, args.workers)
+        rows = run(cases, tuple(args.proposers), args.n, args.first_seed, args.size, args.workers)
     if args.rows:
         args.rows.write_text(json.dumps(rows, indent=1))
     text = report(rows, command)

@@ -9,6 +9,7 @@ from samiam.booster.embedders import (
     EMBEDDERS,
     LBP_NEIGHBOURS,
     ResNetEmbedder,
+    intensity_features,
     lbp_codes,
     make_embedder,
 )
@@ -62,6 +63,17 @@ def test_intensity_block_is_brightness_sensitive_lbp_and_fft_are_not():
         first = embedder.embed(crops)[:, :embedder.blocks[0]]
         shifted = embedder.embed(crops + 0.2)[:, :embedder.blocks[0]]
         assert np.allclose(first, shifted, atol=1e-4) == invariant, name
+
+
+@pytest.mark.parametrize("period", [4.0, 8.0])
+def test_intensity_mean_and_std_do_not_follow_the_lattice_phase(period):
+    # one lattice in 30 px crops at 1x (7.5 fringes) and at 2x magnification (3.75 fringes): a plain
+    # crop mean moves by 0.7 % and 2.5 % of itself with where the fringes fall, the windowed one by 0.02-0.1 %
+    crops = lattice_crops(200, 30, period, 0.1, np.random.default_rng(0), noise=0.0)
+    mean, std = intensity_features(crops)[:, :2].T
+    assert mean.std() < 0.0025 * mean.mean()
+    assert std.std() < 0.0025 * std.mean()
+    assert mean.mean() == pytest.approx(0.5, rel=0.0025)
 
 
 @pytest.mark.filterwarnings("ignore:Applying `local_binary_pattern` to floating-point")

@@ -7,8 +7,12 @@ D). The merging step z-scores every column over the image's crops and then scale
 
 Weight-free embedders (no model file), vectorised over the crop batch:
 
-* ``intensity``: mean, standard deviation and percentiles of the crop. Because the image is
-  normalised globally, not per crop, brightness differences between materials survive.
+* ``intensity``: mean, standard deviation and percentiles of the crop's pixels weighted by a
+  Hann window (:func:`crop_window`). Because the image is normalised globally, not per crop,
+  brightness differences between materials survive. A plain mean over a crop a few lattice
+  cells wide varies with where the lattice falls in it (its phase): at 30 px and 3-4 fringes,
+  3-5 % of the mean on the synthetic perovskites, as much as two near-identical materials
+  differ; the window lets the cells at the edges fade in, which cuts that to about 1 %.
 * ``lbp``: histograms of rotation-invariant uniform local binary patterns (8 neighbours) at two
   radii, plus the intensity block.
 * ``fft``: log power spectrum of the Hann-windowed crop, averaged in log-spaced rings of spatial
@@ -72,11 +76,37 @@ RESNET_BATCH = 64
 """Crops per forward pass of the ResNet (bounds GPU memory)."""
 
 
+def crop_window(side: int) -> np.ndarray:
+    """Weights ``(side, side) float64`` summing to 1: the outer product of a Hann window of
+    ``side`` points without its zero ends (``np.hanning(side + 2)[1:-1]``).
+
+    A lattice fringe of period p leaks into a windowed mean as the window's spectrum at 1 / p:
+    for a box (the plain mean) that falls as 1 / (side / p), about 10 % of the fringe's amplitude
+    at 3 fringes per crop, for the Hann window as (side / p) ** -3, under 1 % from 2.5 fringes.
+    """
+    taper = np.hanning(side + 2)[1:-1]
+    weights = np.outer(taper, taper)
+    return weights / weights.sum()
+
+
 def intensity_features(crops: np.ndarray) -> np.ndarray:
-    """(M, S, S) -> (M, 2 + len(INTENSITY_PERCENTILES)): mean, std and percentiles of each crop."""
+    """(M, S, S) -> (M, 2 + len(INTENSITY_PERCENTILES)): mean, standard deviation and percentiles
+    of each crop's pixels weighted by :func:`crop_window` (they vary little with the lattice's
+    phase in the crop)."""
     flat = crops.reshape(len(crops), -1)
-    percentiles = np.percentile(flat, INTENSITY_PERCENTILES, axis=1).T
-    return np.column_stack([flat.mean(axis=1), flat.std(axis=1), percentiles])
+    weights = crop_window(crops.shape[-1]).ravel()
+    mean = flat @ weights
+    std = np.sqrt(np.maximum((flat - mean[:, None]) ** 2 @ weights, 0.0))
+    return np.column_stack([mean, std, weighted_percentiles(flat, weights, INTENSITY_PERCENTILES)])
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
+    """Percentiles of each row of ``values: (M, N)`` whose entries weigh ``weights: (N,)`` (summing
+    to 1): the smallest value whose cumulative weight reaches each percentile -> ``(M, P)``."""
+    order = np.argsort(values, axis=1)
+    cumulative = np.cumsum(weights[order], axis=1)
+    picks = np.stack([(cumulative < q / 100).sum(axis=1) for q in percentiles], axis=1)
+    return np.take_along_axis(np.take_along_axis(values, order, axis=1), np.minimum(picks, values.shape[1] - 1), axis=1)
 
 
 def lbp_codes(crops: np.ndarray, radius: float, neighbours: int = LBP_NEIGHBOURS) -> np.ndarray:
