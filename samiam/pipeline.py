@@ -114,17 +114,21 @@ class Engine:
         scores = np.ones(len(masks), np.float32) if scores is None else np.asarray(scores, np.float32)
         return self._boost(micrograph, masks, scores, settings, {}, "given", prototypes)
 
+    def embedder_for(self, settings: Settings) -> TextureEmbedder:
+        """The texture embedder that ``settings`` ask for: the engine's own unless they name another."""
+        if settings.merging.embedder != self.settings.merging.embedder \
+                or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
+            return make_embedder(settings.merging)
+        return self.embedder
+
     def _boost(self, micrograph: Micrograph, masks: np.ndarray, scores: np.ndarray,
                settings: Settings, timings: dict[str, float], proposer_name: str,
                prototypes: Prototypes | None) -> Segmentation:
-        embedder = self.embedder
         started = time.perf_counter()
         settings, scale = settings_for_image(settings, micrograph.grey, micrograph.pixel_size,
                                              micrograph.pixel_unit)
         timings["scale_s"] = time.perf_counter() - started
-        if settings.merging.embedder != self.settings.merging.embedder \
-                or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
-            embedder = make_embedder(settings.merging)
+        embedder = self.embedder_for(settings)
         started = time.perf_counter()
         removal = remove_masks(masks, settings.removal)
         timings["removal_s"] = time.perf_counter() - started

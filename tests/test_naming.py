@@ -26,6 +26,7 @@ class MeanEmbedder:
 
     name = "mean"
     blocks = (1,)
+    identity = "mean"
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         return crops.reshape(len(crops), -1).mean(axis=1, keepdims=True).astype(np.float32)

@@ -235,6 +235,26 @@ def test_an_annotation_that_cannot_be_learned_is_recorded_not_raised(service):
     assert "Quartz" in service.app.extensions["samiam"]["store"].failures()[0]["reason"]
 
 
+def test_labels_learned_with_features_of_another_meaning_are_left_out_not_failed(service):
+    """After an upgrade that changed the texture features (or a change of merging.embedder) the
+    stored exemplars are not comparable: predictions go on without them, and a new annotation
+    counts alone until 'Start training' relearns the rest."""
+    for task_id in (1, 2):
+        service.annotate(task_id)
+    service.drain()
+    stored = service.prototypes.contributions("1")
+    stale = {annotation: {**c, "prototypes": json.dumps({**json.loads(c["prototypes"]), "embedder": "lbp"})}
+             for annotation, c in stored.items()}  # as learned before the windowed intensity features
+    service.prototypes.update("1", replace_all(stale, "9999"))
+    assert service.prototypes.get("1").embedder == "lbp"
+    assert {p["model_version"] for p in service.predict([3, 4])} == {"test-v1"}  # zero-shot, not failed
+    service.annotate(3)
+    service.drain()
+    learned = service.prototypes.get("1")
+    assert learned.embedder != "lbp"
+    assert sum(label.images for label in learned.labels) == len(learned.labels)  # one image: the new annotation
+
+
 # -- storage: concurrent updates ---------------------------------------------------------------
 
 def _tiny_contribution(seed: int) -> dict:
@@ -283,6 +303,15 @@ def test_a_rebuild_keeps_annotations_learned_while_it_read_label_studio():
     store.update("1", replace_all({"2": _tiny_contribution(2)}, "2026-01-01T00:00:20.000000+00:00"))
     assert set(store.contributions("1")) == {"2", "3"}
     assert set(store.contributions("2")) == {"9"}
+
+
+def test_derived_prototypes_keep_only_contributions_made_like_the_newest():
+    old = {str(i): _tiny_contribution(i) for i in (1, 2)}
+    for item in old.values():
+        item["prototypes"] = json.dumps({**json.loads(item["prototypes"]), "embedder": "old"})
+    derived = derive({**old, "3": _tiny_contribution(3)}, 16, 0)
+    assert derived.embedder == "test" and derived.labels[0].seen == 3  # contribution 3 alone
+    assert derive({**old, "3": _tiny_contribution(3)}, 16, 0).version == derive({"3": _tiny_contribution(3)}, 16, 0).version
 
 
 def test_derived_prototypes_do_not_depend_on_the_order_of_arrival_and_keep_a_bounded_sample():

@@ -45,10 +45,14 @@ class TextureEmbedder(Protocol):
     """Maps crops to texture features.
 
     name: registry name. blocks: column count of each feature block (sums to D).
+    identity: the name and the revision of what its features mean: features of two embedders are
+    comparable (learned label prototypes, :mod:`samiam.booster.prototypes`) only when their
+    identities are equal.
     """
 
     name: str
     blocks: tuple[int, ...]
+    identity: str
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """crops: (M, S, S) float32 -> (M, D) float32."""
@@ -200,14 +204,17 @@ def _spectrum_bins(side: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureBlock:
-    """A named group of hand-made features: ``compute((M, S, S)) -> (M, width)``."""
+    """A named group of hand-made features: ``compute((M, S, S)) -> (M, width)``; ``revision``
+    goes up whenever what the features mean changes."""
 
     name: str
     width: int
     compute: Callable[[np.ndarray], np.ndarray]
+    revision: int = 1
 
 
-INTENSITY = FeatureBlock("intensity", 2 + len(INTENSITY_PERCENTILES), intensity_features)
+INTENSITY = FeatureBlock("intensity", 2 + len(INTENSITY_PERCENTILES), intensity_features, revision=2)
+"""Revision 2 (2026-12-01): statistics under the Hann window (:func:`crop_window`)."""
 LBP = FeatureBlock("lbp", len(LBP_RADII) * (LBP_NEIGHBOURS + 2), lbp_features)
 FFT = FeatureBlock("fft", FFT_RING_BINS + FFT_SECTOR_BINS // 2, fft_features)
 
@@ -219,6 +226,7 @@ class FeatureEmbedder:
         self.name = name
         self.parts = parts
         self.blocks = tuple(part.width for part in parts)
+        self.identity = f"{name}:" + ",".join(f"{part.name}@{part.revision}" for part in parts)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """crops: (M, S, S) float -> (M, sum(blocks)) float32."""
@@ -237,6 +245,7 @@ class ResNetEmbedder:
     """
 
     name = "resnet18"
+    identity = "resnet18"
     blocks = (512,)
 
     def __init__(self, checkpoint: str | None):

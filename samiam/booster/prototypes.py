@@ -68,7 +68,8 @@ class LabelPrototype:
 class Prototypes:
     """A project's labels as learned so far (module docstring).
 
-    embedder: name of the texture embedder that made the exemplars; blocks: its block widths.
+    embedder: identity of the texture embedder that made the exemplars (``TextureEmbedder.identity``);
+        blocks: its block widths.
     labels: one :class:`LabelPrototype` per learned label, in the order they were learned (or
         the order given to :meth:`restrict`).
     unlearned: labels of the project with no exemplars yet (set by :meth:`restrict`).
@@ -82,13 +83,18 @@ class Prototypes:
     @classmethod
     def empty(cls, embedder: TextureEmbedder) -> Prototypes:
         """No label learned yet, for exemplars made by ``embedder``."""
-        return cls(embedder=embedder.name, blocks=tuple(int(b) for b in embedder.blocks))
+        return cls(embedder=embedder.identity, blocks=tuple(int(b) for b in embedder.blocks))
+
+    def made_by(self, embedder: TextureEmbedder) -> bool:
+        """Whether these exemplars are ``embedder``'s features (the same identity and blocks)."""
+        return embedder.identity == self.embedder and tuple(embedder.blocks) == self.blocks
 
     def require_embedder(self, embedder: TextureEmbedder) -> None:
         """Raise :class:`PrototypeError` unless these exemplars were made by ``embedder``."""
-        if embedder.name != self.embedder or tuple(embedder.blocks) != self.blocks:
+        if not self.made_by(embedder):
             raise PrototypeError(f"prototypes were made with the {self.embedder!r} embedder, not "
-                                 f"{embedder.name!r}; start new prototypes after changing merging.embedder")
+                                 f"{embedder.identity!r} (merging.embedder changed, or its features did in an "
+                                 f"upgrade): learn them again from the annotations")
 
     @property
     def names(self) -> tuple[str, ...]:

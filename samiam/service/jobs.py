@@ -162,6 +162,12 @@ def _predict(runtime: Runtime, request: TaskRequest) -> dict:
     image = fetch_task_image(request.image_url, request.task_id, access_for(runtime, request.project))
     settings = request.resolve(runtime.config.settings)
     learned = runtime.prototypes.get(request.project)
+    if learned is not None and not learned.made_by(runtime.engine().embedder_for(settings)):
+        log.warning("project %s: its labels were learned with the %r embedder, which is not the one in use "
+                    "(merging.embedder changed, or its features did in an upgrade): predicting without them; "
+                    "'Start training' in Label Studio learns them again", project_id(request.project),
+                    learned.embedder)
+        learned = None
     version = versioned(request.model_version, learned.restrict(request.brush.labels) if learned else None)
     key = cache_key(image, settings, version, request.brush)
     prediction = runtime.cache.get(key)

@@ -23,6 +23,7 @@ derived prototypes next to the contributions, so that a prediction reads one val
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -35,6 +36,8 @@ from samiam.errors import PrototypeError
 from samiam.service.config import ServiceConfig
 from samiam.service.redis_mode import redis_errors_as_unavailable
 from samiam.service.store import PREFIX, project_id
+
+log = logging.getLogger(__name__)
 
 TOMBSTONE = {"deleted": True}
 """Contribution of a deleted annotation: it teaches nothing, and stops a late learning job."""
@@ -58,17 +61,20 @@ def derive(contributions: Mapping[str, dict], capacity: int, seed: int) -> Proto
     Each label's exemplars are those of every contribution (in order of annotation id), ``seen``
     and ``images`` their sums; a label with more than ``capacity`` exemplars keeps a uniform
     sample of them, drawn with ``seed`` (the same for the same set, whatever the order of arrival).
-    Raises :class:`PrototypeError` when contributions were made by different embedders.
+    When contributions were made by different embedders (``merging.embedder`` changed, or its
+    features did in an upgrade) only those made like the newest one count.
     """
     learned = [Prototypes.from_json(c["prototypes"]) for _, c in sorted(contributions.items(), key=_by_id)
                if "prototypes" in c]
     learned = [p for p in learned if p.labels]
     if not learned:
         return None
-    first = learned[0]
-    if any((p.embedder, p.blocks) != (first.embedder, first.blocks) for p in learned):
-        raise PrototypeError("the project's annotations were learned with different texture embedders; "
-                             "delete its prototypes (samiam prototypes delete) and start training again")
+    newest = (learned[-1].embedder, learned[-1].blocks)
+    stale = sum((p.embedder, p.blocks) != newest for p in learned)
+    if stale:
+        log.warning("%d of %d annotations were learned with another texture embedder than the newest (%s): "
+                    "left out until 'Start training' learns them again", stale, len(learned), newest[0])
+        learned = [p for p in learned if (p.embedder, p.blocks) == newest]
     by_name: dict[str, list[LabelPrototype]] = {}
     for prototypes in learned:
         for label in prototypes.labels:
@@ -80,7 +86,7 @@ def derive(contributions: Mapping[str, dict], capacity: int, seed: int) -> Proto
             rng = np.random.default_rng([seed, len(exemplars)])
             exemplars = exemplars[np.sort(rng.choice(len(exemplars), capacity, replace=False))]
         labels.append(LabelPrototype(name, exemplars, sum(p.seen for p in parts), sum(p.images for p in parts)))
-    return replace(first, labels=tuple(labels), unlearned=())
+    return replace(learned[-1], labels=tuple(labels), unlearned=())
 
 
 def _by_id(item: tuple[str, dict]) -> tuple[int, str]:
