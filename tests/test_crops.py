@@ -1,15 +1,7 @@
 import numpy as np
 import pytest
 
-from samiam.booster.crops import (
-    crop_grid,
-    cut_crops,
-    grid_coverage,
-    grid_overlap,
-    interior_boxes,
-    sample_crops,
-)
-from samiam.booster.embedders import crop_window
+from samiam.booster.crops import crop_grid, cut_crops, grid_coverage, interior_boxes, sample_crops
 
 
 def _masks(rng, n=6, size=96):
@@ -107,21 +99,3 @@ def test_crop_grid_keeps_every_owned_candidate_and_marks_those_near_each_mask(re
     np.testing.assert_array_equal(grid.boxes, expected_boxes)
     np.testing.assert_array_equal(grid.owned, np.array(expected_owned).T)
     np.testing.assert_array_equal(grid.near, np.array(expected_near).T)
-
-
-@pytest.mark.parametrize("side", [8, 15, 30])
-@pytest.mark.parametrize("window", ["equal", "hann"])
-def test_grid_overlap_is_the_variance_of_a_sum_over_every_grid_crop(side, window):
-    # on a torus of independent unit-variance pixels, the weighted means of every grid crop summed:
-    # variance sum_p (weight of p over all crops)^2 = overlap x crops x (variance of one crop's mean)
-    weights = np.full((side, side), 1 / side ** 2) if window == "equal" else crop_window(side)
-    stride = side // 2
-    torus = stride * (2 * (side // stride) + 4)  # whole grid steps, more than twice the side
-    padded = np.zeros((torus, torus))
-    padded[:side, :side] = weights
-    starts = range(0, torus, stride)
-    coverage = sum(np.roll(np.roll(padded, y, axis=0), x, axis=1) for y in starts for x in starts)
-    expected = (coverage ** 2).sum() / (len(starts) ** 2 * (weights ** 2).sum())
-    assert grid_overlap(weights) == pytest.approx(expected, rel=1e-9)
-    if window == "equal" and side % 2 == 0:
-        assert grid_overlap(weights) == pytest.approx(4.0)

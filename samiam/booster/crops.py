@@ -63,21 +63,6 @@ def grid_origins(length: int, crop_size: int) -> np.ndarray:
     return np.arange(0, length - crop_size + 1, max(crop_size // 2, 1), dtype=np.int64)
 
 
-def grid_overlap(weights: np.ndarray) -> float:
-    """How many times a sum over every grid candidate counts one candidate's noise: the sum, over
-    the candidates it overlaps (shifted by multiples of ``S // 2`` px in rows and columns, itself
-    included), of the correlation of their means weighted by ``weights: (S, S)`` under independent
-    pixel noise. 4 for equal weights (every pixel lies in four candidates); about 2 for
-    :func:`samiam.booster.embedders.crop_window`, whose edges, shared with the neighbours, weigh little."""
-    side = weights.shape[0]
-    stride = max(side // 2, 1)
-    shifts = range(-((side - 1) // stride) * stride, side, stride)
-    shared = sum(float((weights[max(dy, 0):side + min(dy, 0), max(dx, 0):side + min(dx, 0)]
-                        * weights[max(-dy, 0):side + min(-dy, 0), max(-dx, 0):side + min(-dx, 0)]).sum())
-                 for dy in shifts for dx in shifts)
-    return shared / float((weights ** 2).sum())
-
-
 def grid_coverage(masks: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels of every candidate crop that lie inside every mask.
 
