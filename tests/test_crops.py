@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from samiam.booster.crops import crop_grid, cut_crops, grid_coverage, interior_boxes, sample_crops
+from samiam.booster.crops import (
+    crop_grid,
+    cut_crops,
+    grid_coverage,
+    interior_boxes,
+    interior_crops,
+    sample_crops,
+)
 
 
 def _masks(rng, n=6, size=96):
@@ -74,6 +81,20 @@ def test_cut_crops_and_interior_boxes():
     corner = np.zeros((1, 40, 50), bool)
     corner[0, :3, :3] = True
     np.testing.assert_array_equal(interior_boxes(corner, 6), [[0, 0, 6, 6]])
+
+
+def test_a_compact_mask_gets_one_interior_crop_and_a_long_strip_one_per_width_along_it():
+    yy, xx = np.mgrid[:120, :300]
+    grey = (np.sin(xx / 2.0) + yy / 120).astype(np.float32)
+    masks = np.zeros((2, 120, 300), bool)
+    masks[0] = (yy - 60) ** 2 + (xx - 40) ** 2 <= 15 ** 2  # a disc of radius 15
+    masks[1, 50:62, 100:290] = True  # a strip 12 px wide, 190 px long
+    crops, owner = interior_crops(grey, masks, 24, per_mask=10)
+    assert crops.shape == (len(owner), 24, 24) and owner.tolist().count(0) == 1
+    assert 8 <= owner.tolist().count(1) <= 10  # about one per 12 px of its 190 px, at most per_mask
+    few, few_owner = interior_crops(grey, masks, 24, per_mask=3)
+    assert few_owner.tolist() == [0, 1, 1, 1]
+    np.testing.assert_array_equal(few[0], crops[0])  # the deepest spot first, whatever per_mask
 
 
 @pytest.mark.parametrize("reach", [0, 1, 2])

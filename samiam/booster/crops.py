@@ -9,7 +9,8 @@ with :func:`numpy.add.reduceat`), so the cost is one pass over the mask stack.
 
 Masks too thin or too small for any grid crop can still be looked at through
 :func:`interior_boxes`: one crop centred on the mask's most interior pixel;
-:func:`interior_crops`: the square inside a small mask around that pixel, scaled to the crop side.
+:func:`interior_crops`: squares inside a small mask around that pixel (and, along a thin strip,
+around further deep pixels), scaled to the crop side.
 
 :func:`crop_grid` keeps *every* qualifying candidate instead of a sample, and marks which candidates
 lie near each mask (a dilation on the coarse grid of the candidates that touch it): the crops on
@@ -140,24 +141,52 @@ def interior_boxes(masks: np.ndarray, crop_size: int) -> np.ndarray:
     return boxes
 
 
-def interior_crops(grey: np.ndarray, masks: np.ndarray, crop_size: int) -> np.ndarray:
-    """One crop per mask of what lies inside it: the largest square centred on the mask's most
-    interior pixel that fits in the mask (side about sqrt(2) x the distance to its edge, at least
-    2 px, at most ``crop_size``), scaled (bilinear) to ``crop_size``.
+INTERIOR_DEPTH_SHARE = 0.75
+"""Besides its most interior pixel, a mask is looked at around pixels at least this share as deep."""
 
-    grey: (H, W) float; masks: (N, H, W) bool, each non-empty -> (N, crop_size, crop_size) float32.
+
+def interior_crops(grey: np.ndarray, masks: np.ndarray, crop_size: int,
+                   per_mask: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of what lies inside each mask: the largest squares that fit in it (side about
+    sqrt(2) x the distance to its edge, at least 2 px, at most ``crop_size``) around its most
+    interior pixel and, up to ``per_mask`` in all, around further pixels at least
+    :data:`INTERIOR_DEPTH_SHARE` as deep whose squares do not overlap the ones taken (a compact
+    particle gets one, a long thin strip one every width along its length), each scaled
+    (bilinear) to ``crop_size``.
+
+    grey: (H, W) float; masks: (N, H, W) bool, each non-empty -> crops (M, crop_size, crop_size)
+    float32 and their masks' indices (M,) int64.
     """
-    n, h, w = masks.shape
-    centres, depths = interior_points(masks)
-    crops = np.zeros((n, crop_size, crop_size), np.float32)
-    for i, ((cy, cx), depth) in enumerate(zip(centres, depths)):
-        inner = int(np.clip(np.floor(np.sqrt(2.0) * depth), 2, min(crop_size, h, w)))
-        y0 = int(np.clip(cy - inner // 2, 0, h - inner))
-        x0 = int(np.clip(cx - inner // 2, 0, w - inner))
-        patch = np.asarray(grey[y0:y0 + inner, x0:x0 + inner], np.float32)
-        crops[i] = ndimage.zoom(patch, crop_size / inner, order=1, mode="nearest",
-                                grid_mode=True)[:crop_size, :crop_size]
-    return crops
+    h, w = masks.shape[1:]
+    crops, owner = [], []
+    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
+        depth = ndimage.distance_transform_edt(np.pad(mask[top:bottom, left:right], 1))[1:-1, 1:-1]
+        for cy, cx, d in _interior_spots(depth, per_mask):
+            inner = int(np.clip(np.floor(np.sqrt(2.0) * d), 2, min(crop_size, h, w)))
+            y0 = int(np.clip(top + cy - inner // 2, 0, h - inner))
+            x0 = int(np.clip(left + cx - inner // 2, 0, w - inner))
+            patch = np.asarray(grey[y0:y0 + inner, x0:x0 + inner], np.float32)
+            crops.append(ndimage.zoom(patch, crop_size / inner, order=1, mode="nearest",
+                                      grid_mode=True)[:crop_size, :crop_size])
+            owner.append(i)
+    return (np.asarray(crops, np.float32).reshape(-1, crop_size, crop_size), np.asarray(owner, np.int64))
+
+
+def _interior_spots(depth: np.ndarray, count: int) -> list[tuple[int, int, float]]:
+    """Up to ``count`` (y, x, depth) of ``depth: (h, w)`` (a distance transform): the deepest
+    pixel, then the deepest of those at least :data:`INTERIOR_DEPTH_SHARE` as deep that lie
+    farther than twice their depth from every pixel taken before (squares that do not overlap)."""
+    deepest = float(depth.max())
+    ys, xs = np.nonzero(depth >= INTERIOR_DEPTH_SHARE * deepest)
+    order = np.argsort(-depth[ys, xs], kind="stable")
+    taken: list[tuple[int, int, float]] = []
+    for y, x in zip(ys[order], xs[order]):
+        d = float(depth[y, x])
+        if all((y - ty) ** 2 + (x - tx) ** 2 > (d + td) ** 2 for ty, tx, td in taken):
+            taken.append((int(y), int(x), d))
+            if len(taken) == count:
+                break
+    return taken
 
 
 def interior_points(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

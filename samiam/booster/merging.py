@@ -7,10 +7,13 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    crops lying at least ``crop_inside`` inside it (:func:`samiam.booster.crops.sample_crops`,
    drawn with ``np.random.default_rng(settings.seed)``, so results are reproducible).
 2. **Small masks.** A mask with no such crop but an area of at least :data:`SMALL_MASK_AREA` px
-   gets one crop of what lies inside it: the largest square around its most interior pixel
-   (distance-transform maximum) that fits in it, scaled to ``S`` (a particle smaller than a crop
-   is looked at, not its surroundings); this crop only *votes*, it does not shape the clusters
-   (unless no mask has a grid crop). A smaller mask with no crop is an island: it is dropped
+   gets crops of what lies inside it: the largest squares that fit in it around its most interior
+   pixel (distance-transform maximum) and, up to ``crops_per_mask``, around further deep pixels
+   whose squares do not overlap, scaled to ``S``
+   (:func:`samiam.booster.crops.interior_crops`: a particle smaller than a crop is looked at,
+   not its surroundings, once; a long thin strip all along its length, so that its vote does not
+   rest on the one or two lattice cells of a single enlarged square); these crops only *vote*,
+   they do not shape the clusters (unless no mask has a grid crop). A smaller mask with no crop is an island: it is dropped
    (assignment -1).
 3. **Features.** All crops are embedded in one batch; each feature column is z-scored over the
    image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
@@ -158,7 +161,8 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
                           np.random.default_rng(settings.seed))
     has_grid_crop = sample.counts(n) > 0
     fallback = ~has_grid_crop & (masklib.areas(masks) >= SMALL_MASK_AREA)
-    owner = np.concatenate([sample.owner, np.flatnonzero(fallback)])
+    inner_crops, inner_owner = interior_crops(grey, masks[fallback], side, settings.crops_per_mask)
+    owner = np.concatenate([sample.owner, np.flatnonzero(fallback)[inner_owner]])
     eligible = has_grid_crop | fallback
     n_eligible = int(eligible.sum())
     if n_eligible == 0:
@@ -169,7 +173,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     if not fit_rows.any():
         fit_rows[:] = True
     embedded = np.concatenate([_embed_boxes(grey, sample.boxes, embedder),
-                               _embed_crops(interior_crops(grey, masks[fallback], side), embedder)])
+                               _embed_crops(inner_crops, embedder)])
     features = _standardise(embedded, fit_rows, embedder.blocks)
 
     if settings.materials is not None:
