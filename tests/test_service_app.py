@@ -368,6 +368,13 @@ def test_an_api_key_without_label_studio_url_is_refused_at_start():
         ServiceConfig.from_env({"BASIC_AUTH_USER": "ls"})
 
 
+@pytest.mark.parametrize("check_s, ttl_s", [("-1", "86400"), ("600", "600"), ("900", "600")])
+def test_an_answer_check_the_batch_does_not_outlive_is_refused_at_start(check_s, ttl_s):
+    with pytest.raises(SettingsError, match="SAMIAM_ANSWER_CHECK_S=.* below SAMIAM_RESULT_TTL_S"):
+        ServiceConfig.from_env({"SAMIAM_ANSWER_CHECK_S": check_s, "SAMIAM_RESULT_TTL_S": ttl_s})
+    assert ServiceConfig.from_env({"SAMIAM_ANSWER_CHECK_S": "599", "SAMIAM_RESULT_TTL_S": "600"}).answer_check_s == 599
+
+
 @pytest.mark.parametrize("password", ["pässwörd", "s3cret"])
 def test_basic_auth_with_non_ascii_passwords(make_app, password, caplog):
     client = make_app(basic_auth_user="ls", basic_auth_pass=password).test_client()

@@ -150,6 +150,10 @@ class ServiceConfig:
         if self.worker_heartbeat_s >= self.job_lease_s:
             raise SettingsError(f"SAMIAM_WORKER_HEARTBEAT_S={self.worker_heartbeat_s:g} must be below "
                                 f"SAMIAM_JOB_LEASE_S={self.job_lease_s}, or running jobs look abandoned")
+        if not 0 <= self.answer_check_s < self.result_ttl_s:
+            raise SettingsError(f"SAMIAM_ANSWER_CHECK_S={self.answer_check_s:g} must be at least 0 and below "
+                                f"SAMIAM_RESULT_TTL_S={self.result_ttl_s}: an answered batch is kept that long, "
+                                "and its check reads it")
         if self.label_studio_api_key and not self.label_studio_url:
             raise SettingsError("LABEL_STUDIO_API_KEY needs LABEL_STUDIO_URL: the key is only ever sent to "
                                 "that origin, never to a hostname a request names")

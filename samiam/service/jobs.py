@@ -242,18 +242,24 @@ def hand_over_expired(runtime: Runtime | None = None) -> int:
     posts only what Label Studio does not hold."""
     runtime = runtime or current()
     for project, outcomes in runtime.store.sweep_answered_batches():
-        finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o and o["ok"]}
+        finished = _finished(outcomes)
         if finished:
             runtime.dispatcher.submit_write_backs(finished, project, answered=True)
     handed = 0
     for project, outcomes in runtime.store.sweep_expired_batches():
-        finished = {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o["ok"]}
+        finished = _finished(outcomes)
         write_back_later(runtime.store, runtime.dispatcher, project, finished, None,
                          "its /predict went away unanswered")
         handed += len(finished)
         log.warning("project %s: a /predict went away unanswered; %d finished predictions of its batch are "
                     "written back, %d failed", project_id(project), len(finished), len(outcomes) - len(finished))
     return handed
+
+
+def _finished(outcomes: dict[str, dict | None]) -> dict[int, dict]:
+    """The finished predictions among a batch's ``outcomes`` (task id -> outcome; None: not
+    deposited): task id -> prediction."""
+    return {int(task_id): o["prediction"] for task_id, o in outcomes.items() if o and o["ok"]}
 
 
 def predict_abandoned(job, connection, exc_type, exc_value, traceback) -> None:
