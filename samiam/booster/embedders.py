@@ -108,9 +108,11 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, percentiles: t
     """Percentiles of each row of ``values: (M, N)`` whose entries weigh ``weights: (N,)`` (summing
     to 1): the smallest value whose cumulative weight reaches each percentile -> ``(M, P)``."""
     order = np.argsort(values, axis=1)
-    cumulative = np.cumsum(weights[order], axis=1)
+    cumulative = weights[order]
+    np.cumsum(cumulative, axis=1, out=cumulative)
     picks = np.stack([(cumulative < q / 100).sum(axis=1) for q in percentiles], axis=1)
-    return np.take_along_axis(np.take_along_axis(values, order, axis=1), np.minimum(picks, values.shape[1] - 1), axis=1)
+    at = np.take_along_axis(order, np.minimum(picks, values.shape[1] - 1), axis=1)
+    return np.take_along_axis(values, at, axis=1)
 
 
 def lbp_codes(crops: np.ndarray, radius: float, neighbours: int = LBP_NEIGHBOURS) -> np.ndarray:
