@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from fake_label_studio import PROJECT, TOKEN, task, two_texture_png
+from fake_label_studio import PROJECT, TOKEN, FakeLabelStudio, task, two_texture_png
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from rq.registry import FailedJobRegistry
 from service_helpers import post_predict, predict_in_thread, service_config
 from service_processes import wait_until
 
-from samiam.errors import QueueUnavailableError
+from samiam.errors import QueueUnavailableError, WriteBackError
 from samiam.labelstudio.delivery import delivery_key, stamp
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app, jobs
@@ -344,6 +344,30 @@ def test_two_write_backs_of_one_prediction_at_once_store_it_once(store, label_st
         store.release(claim, owner)
     finally:
         jobs.install(None)
+
+
+def test_an_answer_check_that_cannot_look_leaves_the_answered_task_as_it_is(store, label_studio):
+    """Label Studio away through every retry of the check: whether the answer arrived is unknown
+    (most likely it did), so the task stays answered and no delivery is counted as failed; an
+    answer found missing whose post then fails is a failed write-back like any other."""
+    away = FakeLabelStudio()
+    away.close()
+    prediction = stamp({"result": [{"type": "brushlabels", "value": {}}], "model_version": "test-v1"},
+                       delivery_key("batch", 1))
+    for label_studio_now, state in ((away, "answered"), (label_studio, "writeback_failed")):
+        jobs.install(jobs.Runtime(service_config(None, label_studio_now), store, dispatcher=None))
+        try:
+            store.set_task(PROJECT, 1, "answered", "in the /predict answer")
+            label_studio.refuse_next_writes = 2
+            for final in (False, True):
+                with pytest.raises(WriteBackError, match="cannot connect" if label_studio_now is away else "HTTP 400"):
+                    jobs.deliver(1, prediction, PROJECT, final, answered=True)
+            assert store.tasks(PROJECT)["1"]["state"] == state
+        finally:
+            jobs.install(None)
+    counters = store.counters()
+    assert counters.get("answer_checks_failed") == 1 and counters.get("writebacks_failed") == 1
+    assert store.project_stats()["1"]["failed"] == 1 and label_studio.refused_writes == 2
 
 
 def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_store(label_studio):

@@ -313,7 +313,9 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
     as delivered when answered).
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
-    ``writeback_failed`` (no retry follows).
+    ``writeback_failed`` (no retry follows). An answer check that cannot even look (Label
+    Studio away) leaves the task's record as it is (its answer most likely arrived) and is
+    counted as ``answer_checks_failed`` when ``final``.
     """
     from samiam.labelstudio.client import task_predictions, write_prediction
     runtime = current()
@@ -323,15 +325,23 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
     if answered and not key:
         return None  # an unstamped prediction cannot be found again: nothing to check
     claim, owner = f"delivery:{key}", uuid.uuid4().hex
+    looked = False
     try:
         if key:
             await_claim(store, claim, owner, CLAIM_TIMEOUTS * access.timeout_s)
         earlier = find_delivered(task_predictions(task_id, access), key) if key else None
+        looked = True
         prediction_id = earlier if earlier is not None else write_prediction(
             task_id, prediction, access, int(in_project) if in_project.isdigit() else None)
     except Exception as error:
         reason = f"write-back to Label Studio failed: {error}"
-        if final:
+        if answered and not looked:
+            if final:
+                store.incr("answer_checks_failed")
+            log.log(logging.ERROR if final else logging.WARNING, "task %s: the check that Label Studio stored "
+                    "its /predict answer could not look (%s)%s", task_id, error,
+                    "; whether it was stored is unknown" if final else "; will retry")
+        elif final:
             store.incr("writebacks_failed")
             _fail(store, project, task_id, "writeback_failed", reason)
             log.error("task %s: %s (no retry left)", task_id, reason)

@@ -22,6 +22,8 @@ COUNTERS = {
                         "Answered predictions looked for in Label Studio (the answer check)."),
     "answers_lost": ("samiam_answers_lost_total",
                      "Answered predictions that Label Studio did not store (answer lost); written back."),
+    "answer_checks_failed": ("samiam_answer_checks_failed_total",
+                             "Answer checks that could not reach Label Studio after the last retry."),
     "lessons_learned": ("samiam_lessons_learned_total", "Annotations (or rebuilds) learned into label prototypes."),
     "lessons_failed": ("samiam_lessons_failed_total", "Learning jobs that failed (reason on the status page)."),
     "clicks_answered": ("samiam_clicks_answered_total", "Smart-tool clicks answered with a region."),
