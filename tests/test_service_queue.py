@@ -354,11 +354,11 @@ def test_an_answer_check_that_cannot_look_leaves_the_answered_task_as_it_is(stor
     away.close()
     prediction = stamp({"result": [{"type": "brushlabels", "value": {}}], "model_version": "test-v1"},
                        delivery_key("batch", 1))
+    label_studio.refuse_next_writes = 2  # the reachable one finds the answer missing and cannot post it
     for label_studio_now, state in ((away, "answered"), (label_studio, "writeback_failed")):
         jobs.install(jobs.Runtime(service_config(None, label_studio_now), store, dispatcher=None))
         try:
             store.set_task(PROJECT, 1, "answered", "in the /predict answer")
-            label_studio.refuse_next_writes = 2
             for final in (False, True):
                 with pytest.raises(WriteBackError, match="cannot connect" if label_studio_now is away else "HTTP 400"):
                     jobs.deliver(1, prediction, PROJECT, final, answered=True)
