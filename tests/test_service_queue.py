@@ -295,18 +295,24 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
 
 
 def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, monkeypatch):
-    config = service_config(None, label_studio, predict_deadline_s=2.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
+    clock = ShiftedClock()
+    monkeypatch.setattr(sys.modules[MemoryStore.__module__], "time", clock)  # the memory store's clock
+    config = service_config(None, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
     app = create_app(config)
     client = app.test_client()
+    store = app.extensions["samiam"]["store"]
     try:
-        url = label_studio.add_file("a.png", two_texture_png(64, 64))
-        assert len(post_predict(client, [task(1, url)]).get_json()["results"]) == 1  # the engine is loaded
         vanishing_waits(app, monkeypatch, RuntimeError("the web process died"))
-        assert post_predict(client, [task(2, url)]).status_code == 500
+        assert post_predict(client, [task(2, label_studio.add_file("a.png", two_texture_png(64, 64)))]).status_code == 500
+        batch_id = store.tasks(PROJECT)["2"]["batch"]
+        wait_until(lambda: store.progress(batch_id) == (1, 0), 60, "the prediction to be deposited in its open batch")
+        time.sleep(0.5)  # a few sweeps: the deadline has not passed, so /predict may still answer
+        assert label_studio.predictions == []
+        clock.ahead_s = 61.0
         assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
-        record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
-        assert record["state"] == "written"
-        time.sleep(0.5)
+        # Label Studio holds it before the thread that posted it records the task written
+        wait_until(lambda: store.tasks(PROJECT)["2"]["state"] == "written", 10, "task 2 to be recorded as written")
+        time.sleep(0.5)  # more sweeps: the batch was handed over once
         assert len(label_studio.predictions) == 1
     finally:
         app.extensions["samiam"]["dispatcher"].shutdown()
@@ -380,6 +386,8 @@ def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_sto
         assert len(stored["results"]) == len(lost["results"]) == 1
         assert label_studio.store_answer(tasks[:1], stored)  # the second answer never reached Label Studio
         assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
+        wait_until(lambda: {r["task"]: r["state"] for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
+                   == "written", 10, "task 2 to be recorded as written")
         time.sleep(1.0)  # both checks are done: the stored answer is not posted again
         assert [p["task"] for p in label_studio.predictions] == [2]
         record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}
