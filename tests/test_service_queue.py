@@ -17,7 +17,7 @@ from fake_label_studio import PROJECT, TOKEN, FakeLabelStudio, task, two_texture
 from redis_server import RedisServer, redis_server_bin
 from rq import Queue
 from rq.registry import FailedJobRegistry
-from service_helpers import post_predict, predict_in_thread, service_config
+from service_helpers import counters, post_predict, predict_in_thread, service_config
 from service_processes import wait_until
 
 from samiam.errors import QueueUnavailableError, WriteBackError
@@ -376,8 +376,10 @@ def test_an_answer_check_that_cannot_look_leaves_the_answered_task_as_it_is(stor
     assert store.project_stats()["1"]["failed"] == 1 and label_studio.refused_writes == 2
 
 
-def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_store(label_studio):
-    config = service_config(None, label_studio, answer_check_s=0.5, worker_heartbeat_s=0.2)
+def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_store(label_studio, monkeypatch):
+    clock = ShiftedClock()
+    monkeypatch.setattr(sys.modules[MemoryStore.__module__], "time", clock)  # the memory store's clock
+    config = service_config(None, label_studio, answer_check_s=60.0, worker_heartbeat_s=0.2)
     app = create_app(config)
     client = app.test_client()
     try:
@@ -385,11 +387,13 @@ def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_sto
         stored, lost = post_predict(client, tasks[:1]).get_json(), post_predict(client, tasks[1:]).get_json()
         assert len(stored["results"]) == len(lost["results"]) == 1
         assert label_studio.store_answer(tasks[:1], stored)  # the second answer never reached Label Studio
+        time.sleep(0.5)  # a few sweeps: no check is due yet
+        assert label_studio.predictions == []
+        clock.ahead_s = 61.0
         assert [p["task"] for p in label_studio.wait_for_predictions(1, 30)] == [2]
-        wait_until(lambda: {r["task"]: r["state"] for r in client.get("/jobs?project=1").get_json()["tasks"]}[2]
-                   == "written", 10, "task 2 to be recorded as written")
-        time.sleep(1.0)  # both checks are done: the stored answer is not posted again
-        assert [p["task"] for p in label_studio.predictions] == [2]
+        wait_until(lambda: counters(client).get("samiam_answers_checked_total") == 2 and client.get(
+            "/jobs?project=1").get_json()["counts"].get("written") == 1, 30, "both answers to be checked, one written")
+        assert [p["task"] for p in label_studio.predictions] == [2]  # the stored answer is not posted again
         record = {r["task"]: r for r in client.get("/jobs?project=1").get_json()["tasks"]}
         assert record[2]["state"] == "written" and "never reached Label Studio" in record[2]["reason"]
         assert record[1]["state"] == "answered"
