@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 import redis
 from fake_label_studio import TOKEN, FakeLabelStudio, task, two_texture_png
 from redis_server import RedisServer, redis_server_bin
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
+from rq.registry import StartedJobRegistry
 from service_helpers import counters, post_predict, predict_in_thread, service_config
 from service_processes import (
     busy_workers,
@@ -31,8 +33,10 @@ from service_processes import (
 )
 
 from samiam.labelstudio.results import materials_from_results
-from samiam.service import create_app
-from samiam.service.worker import run_worker
+from samiam.service import ServiceConfig, create_app
+from samiam.service.reconnect import RideOut
+from samiam.service.redis_mode import connect
+from samiam.service.worker import LeasedWorker, run_worker
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
 
@@ -172,6 +176,42 @@ def test_workers_ride_out_a_redis_restart_mid_job_and_deliver_every_prediction_o
             assert log.count("Redis unreachable") == 1 and log.count("Redis reachable again") == 1, log[-3000:]
     finally:
         stop_all(processes)
+        server.stop()
+
+
+def test_a_reaper_whose_lock_waits_out_a_redis_restart_takes_no_live_workers_job(tmp_path, monkeypatch):
+    """The reaper's first command meets the outage: it waits until Redis is back, by which time
+    the running job's lease has lapsed, as its live worker could not renew it either. The job
+    must stay with that worker, not be run again (the race behind a flake of the test above)."""
+    server = RedisServer(tmp_path / "redis", persistent=True).start()
+    try:
+        config = ServiceConfig(redis_url=server.url)
+
+        def worker(name: str) -> LeasedWorker:  # one process each: its own connection and outage record
+            ride_out = RideOut(name)
+            connection = connect(config, retry=ride_out)
+            return LeasedWorker([Queue(config.queue_name, connection=connection)], connection=connection,
+                                name=name, lease_s=2, heartbeat_s=0.5, ride_out=ride_out)
+        live, reaper = worker("live"), worker("reaper")
+        live.queues[0].enqueue(print, retry=Retry(max=1))
+        job, _ = Queue.dequeue_any(live.queues, None, connection=live.connection)
+        live.prepare_execution(job)  # running, on a lease of 2 s
+        with live.connection.pipeline() as pipeline:
+            job.prepare_for_execution(live.name, pipeline)
+            pipeline.execute()
+
+        def lock_met_by_an_outage(*args, **kwargs):
+            server.stop()
+            threading.Timer(3.0, server.start).start()  # back once the lease has lapsed
+            return take_lock(*args, **kwargs)
+        take_lock = reaper.connection.lock
+        monkeypatch.setattr(reaper.connection, "lock", lock_met_by_an_outage)
+        reaper.reap_abandoned()
+        assert reaper.ride_out.back_within(reaper.outage_grace_s)  # its lock did wait out the outage
+        registry = StartedJobRegistry(queue=live.queues[0])
+        assert registry.get_job_ids(cleanup=False) == [job.id] and live.queues[0].count == 0
+        assert job.get_status(refresh=True) == "started" and job.retries_left == 1
+    finally:
         server.stop()
 
 

@@ -39,7 +39,7 @@ from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
 from rq.timeouts import TimerDeathPenalty
-from rq.utils import now, utcparse
+from rq.utils import current_timestamp, now, utcparse
 
 from samiam.errors import SettingsError
 from samiam.service import jobs
@@ -181,8 +181,13 @@ class LeasedWorker(SimpleWorker):
             self._scheduler.enqueue_scheduled_jobs()
 
     def reap_abandoned(self) -> None:
-        """Retry (or fail, when no retry is left) the jobs whose lease expired; one worker at a
-        time, and not during the grace period after a Redis outage."""
+        """Retry (or fail, when no retry is left) the jobs whose lease had expired when this was
+        called; one worker at a time, and not during the grace period after a Redis outage.
+
+        The cut-off is read before the first Redis command: a command that waits out an outage
+        (taking the reaper's lock, say) must not make the leases that lapsed during it, those of
+        live workers that could not reach Redis either, look abandoned."""
+        cutoff = current_timestamp()
         if self.ride_out.back_within(self.outage_grace_s):
             return
         lock = self.connection.lock(f"{PREFIX}:reaper", timeout=self.lease_s, blocking=False)
@@ -190,13 +195,15 @@ class LeasedWorker(SimpleWorker):
             return
         try:
             for queue in self.queues:  # failure callbacks run under a timer: signals need the main thread
-                StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup()
+                StartedJobRegistry(queue=queue, death_penalty_class=TimerDeathPenalty).cleanup(timestamp=cutoff)
         finally:
             lock.release()
 
     def clean_registries(self):
-        """RQ's periodic clean-up, which reaps too: deferred (to the next dequeue) during an
-        outage's grace period."""
+        """RQ's periodic clean-up (every ``maintenance_interval``, 10 min), which reaps too:
+        deferred (to the next dequeue) during an outage's grace period. RQ reads its cut-off
+        itself, a few commands after this check: an outage that begins within those milliseconds
+        can have a live worker's job run again (delivered once all the same: delivery keys)."""
         if not self.ride_out.back_within(self.outage_grace_s):
             super().clean_registries()
 
