@@ -19,6 +19,7 @@ either side of the place where two masks meet.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,8 +160,7 @@ def interior_crops(grey: np.ndarray, masks: np.ndarray, crop_size: int,
     """
     h, w = masks.shape[1:]
     crops, owner = [], []
-    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
-        depth = ndimage.distance_transform_edt(np.pad(mask[top:bottom, left:right], 1))[1:-1, 1:-1]
+    for i, (top, left, depth) in enumerate(_depth_maps(masks)):
         for cy, cx, d in _interior_spots(depth, per_mask):
             inner = int(np.clip(np.floor(np.sqrt(2.0) * d), 2, min(crop_size, h, w)))
             y0 = int(np.clip(top + cy - inner // 2, 0, h - inner))
@@ -192,16 +192,22 @@ def _interior_spots(depth: np.ndarray, count: int) -> list[tuple[int, int, float
 def interior_points(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Most interior pixel of each mask (the maximum of its distance transform) and its distance
     to the mask's edge: masks (N, H, W) bool, each non-empty -> ``(N, 2) int64`` (y, x) and
-    ``(N,) float64``. The distance transform runs on each mask's bounding box (plus a one-pixel
-    margin)."""
+    ``(N,) float64`` (:func:`_depth_maps`)."""
     n = len(masks)
     centres, depths = np.zeros((n, 2), np.int64), np.zeros(n)
-    for i, (mask, (top, left, bottom, right)) in enumerate(zip(masks, masklib.bounding_boxes(masks))):
-        depth = ndimage.distance_transform_edt(np.pad(mask[top:bottom, left:right], 1))
+    for i, (top, left, depth) in enumerate(_depth_maps(masks)):
         cy, cx = np.unravel_index(np.argmax(depth), depth.shape)
-        centres[i] = (top + cy - 1, left + cx - 1)
+        centres[i] = (top + cy, left + cx)
         depths[i] = depth[cy, cx]
     return centres, depths
+
+
+def _depth_maps(masks: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+    """For each of ``masks: (N, H, W)`` bool, each non-empty: the top and left of its bounding box
+    and, over that box ``(h, w) float64``, each pixel's distance to the nearest one outside the
+    mask (the transform runs with a one-pixel margin, so the box's edges count as outside)."""
+    for mask, (top, left, bottom, right) in zip(masks, masklib.bounding_boxes(masks)):
+        yield top, left, ndimage.distance_transform_edt(np.pad(mask[top:bottom, left:right], 1))[1:-1, 1:-1]
 
 
 def cut_crops(grey: np.ndarray, boxes: np.ndarray) -> np.ndarray:
