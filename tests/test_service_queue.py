@@ -25,7 +25,7 @@ from samiam.labelstudio.delivery import delivery_key, stamp
 from samiam.labelstudio.results import materials_from_results
 from samiam.service import ServiceConfig, create_app, jobs
 from samiam.service.memory_mode import MemoryStore
-from samiam.service.redis_mode import RQDispatcher, connect, make_store
+from samiam.service.redis_mode import RedisStore, RQDispatcher, connect, make_store
 from samiam.service.worker import run_worker
 
 pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server is not installed")
@@ -257,8 +257,8 @@ def test_a_prediction_finished_after_predict_answered_503_is_written_back(tmp_pa
 
 
 class ShiftedClock:
-    """``time`` for :mod:`samiam.service.redis_mode` whose wall clock runs ``ahead_s`` ahead: a
-    deadline passes when the test says so, not when a loaded machine happens to be slow."""
+    """``time`` for a store's module whose wall clock runs ``ahead_s`` ahead: a deadline passes
+    when the test says so, not when a loaded machine happens to be slow."""
 
     monotonic = staticmethod(time.monotonic)
 
@@ -269,9 +269,15 @@ class ShiftedClock:
         return time.time() + self.ahead_s
 
 
-def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
+def shift_store_clock(monkeypatch, store_class: type) -> ShiftedClock:
+    """Give the module of ``store_class`` (RedisStore or MemoryStore) a :class:`ShiftedClock`."""
     clock = ShiftedClock()
-    monkeypatch.setattr(sys.modules[RQDispatcher.__module__], "time", clock)  # the Redis store's clock
+    monkeypatch.setattr(sys.modules[store_class.__module__], "time", clock)
+    return clock
+
+
+def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
+    clock = shift_store_clock(monkeypatch, RedisStore)
     config = service_config(redis_server.url, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0)
     app = create_app(config)
     client = app.test_client()
@@ -295,8 +301,7 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
 
 
 def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, monkeypatch):
-    clock = ShiftedClock()
-    monkeypatch.setattr(sys.modules[MemoryStore.__module__], "time", clock)  # the memory store's clock
+    clock = shift_store_clock(monkeypatch, MemoryStore)
     config = service_config(None, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0, worker_heartbeat_s=0.2)
     app = create_app(config)
     client = app.test_client()
@@ -377,8 +382,7 @@ def test_an_answer_check_that_cannot_look_leaves_the_answered_task_as_it_is(stor
 
 
 def test_the_embedded_server_writes_back_an_answer_that_label_studio_did_not_store(label_studio, monkeypatch):
-    clock = ShiftedClock()
-    monkeypatch.setattr(sys.modules[MemoryStore.__module__], "time", clock)  # the memory store's clock
+    clock = shift_store_clock(monkeypatch, MemoryStore)
     config = service_config(None, label_studio, answer_check_s=60.0, worker_heartbeat_s=0.2)
     app = create_app(config)
     client = app.test_client()
