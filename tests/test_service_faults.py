@@ -71,6 +71,8 @@ def test_a_job_whose_worker_is_killed_runs_again_and_its_result_is_answered(tmp_
         client = create_app(service_config(server.url, label_studio, predict_deadline_s=60.0)).test_client()
         workers = start_two_workers(tmp_path, worker_env(server.url, label_studio), client, processes)
         pending = predict_in_thread(client, [task(1, label_studio.add_file("big.png", two_texture_png(BIG, BIG)))])
+        # RQ names the job's worker a moment before the job itself starts (and counts it): kill it after
+        wait_until(lambda: counters(client).get("samiam_jobs_started_total") == 1, 60, "the job to start")
         killed = kill_busy_worker(server.url, workers)
         assert pending["thread"].is_alive(), "the job finished before its worker was killed: use a bigger image"
         pending["thread"].join(60)
