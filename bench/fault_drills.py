@@ -262,7 +262,10 @@ def drill_web_worker_killed(lease: dict) -> tuple[str, Tally]:
         sides = (256, BIG, BIG)
         tasks = [task(i, studio.add_file(f"em{i}.png", two_texture_png(side, side))) for i, side in enumerate(sides, 1)]
         thread, answer = predict_in_thread(stack, tasks)
-        wait_until(lambda: len(stack.jobs()["tasks"]) == len(tasks), 30, "the tasks to be queued")
+        # Not the task records, written just before the jobs are queued: a kill between the two
+        # fails the request before it waits (nothing queued, nothing to deliver).
+        wait_until(lambda: stack.counters().get("samiam_jobs_queued_total") == len(tasks), 30,
+                   "the jobs to be queued")
         [web_worker] = stack.web_workers()
         os.kill(web_worker, signal.SIGKILL)
         thread.join(30)
