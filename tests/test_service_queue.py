@@ -64,15 +64,22 @@ def test_a_deposit_after_the_waiters_deadline_is_left_to_the_job(store):
     assert store.progress("gone") == (0, 0)
 
 
-def test_a_batch_closed_for_its_answer_is_checked_once_when_due(store):
+def test_a_batch_closed_for_a_check_is_checked_once_when_due(store):
     store.open_batch("answered", PROJECT, time.time() + 60)
-    store.open_batch("swept", PROJECT, time.time() + 60)
+    store.open_batch("unchecked", PROJECT, time.time() + 60)
+    store.open_batch("handed", PROJECT, time.time() + 0.1)
     assert store.deposit("answered", 1, {"ok": True, "prediction": {"result": [1]}})
+    assert store.deposit("handed", 2, {"ok": True, "prediction": {"result": [2]}})
     assert store.close_batch("answered", check_at=time.time() + 0.3) is not None
-    assert store.close_batch("swept") is not None  # a sweep's close: its write-backs need no check
+    assert store.close_batch("unchecked") is not None
+    time.sleep(0.15)
+    assert store.sweep_expired_batches(check_at=time.time() + 0.15) == [
+        (PROJECT, {"2": {"ok": True, "prediction": {"result": [2]}}})]
     assert store.sweep_answered_batches() == []
     time.sleep(0.4)
-    assert store.sweep_answered_batches() == [(PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}})]
+    assert sorted(store.sweep_answered_batches(), key=lambda due: due.handed_over) == [
+        (PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}}, False),
+        (PROJECT, {"2": {"ok": True, "prediction": {"result": [2]}}}, True)]
     assert store.sweep_answered_batches() == []
 
 
@@ -94,10 +101,11 @@ def test_expired_open_batches_are_swept_once(store):
     store.open_batch("waiting", PROJECT, time.time() + 60)
     assert store.deposit("gone", 1, {"ok": True, "prediction": {"result": [1]}})
     assert store.deposit("waiting", 2, {"ok": True, "prediction": {"result": [2]}})
-    assert store.sweep_expired_batches() == []
+    assert store.sweep_expired_batches(check_at=time.time() + 60) == []
     time.sleep(0.4)
-    assert store.sweep_expired_batches() == [(PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}})]
-    assert store.sweep_expired_batches() == []
+    assert store.sweep_expired_batches(check_at=time.time() + 60) == [
+        (PROJECT, {"1": {"ok": True, "prediction": {"result": [1]}}})]
+    assert store.sweep_expired_batches(check_at=time.time() + 60) == []
     assert store.close_batch("gone") is None  # its web tier, back too late, delivers nothing
     assert store.close_batch("waiting") == {"2": {"ok": True, "prediction": {"result": [2]}}}
 
@@ -298,6 +306,49 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
     assert run_worker(config, burst=True)
     assert sorted(p["task"] for p in label_studio.predictions) == [1, 2]
     assert client.get("/jobs?project=1").get_json()["counts"]["written"] == 2
+
+
+class Killed(BaseException):
+    """The process died here."""
+
+
+@pytest.mark.parametrize("queued", [True, False], ids=["write-backs-queued", "sweeper-died-before-queuing"])
+def test_the_check_of_a_handed_over_batch_posts_what_its_sweep_never_queued_and_nothing_twice(
+        redis_server, label_studio, monkeypatch, queued):
+    clock = shift_store_clock(monkeypatch, RedisStore)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0,
+                            answer_check_s=100.0)
+    app = create_app(config)
+    client = app.test_client()
+    vanishing_waits(app, monkeypatch, QueueUnavailableError("Redis went away"))
+    assert post_predict(client, [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i)))
+                                 for i in (1, 2)]).status_code == 503
+    assert run_worker(config, burst=True)  # both deposited in the open batch
+    connection = connect(config)
+    store = make_store(config, connection)
+    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
+    clock.ahead_s = 61.0
+    if queued:
+        assert jobs.hand_over_expired(runtime) == 2
+    else:  # the worker sweeping dies after its close, before queuing the write-backs it decided
+        def die(*args, **kwargs):
+            raise Killed
+        monkeypatch.setattr(runtime.dispatcher, "submit_write_backs", die)
+        with pytest.raises(Killed):
+            jobs.hand_over_expired(runtime)
+        runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
+    assert jobs.hand_over_expired(runtime) == 0  # closed: no later sweep hands it over
+    run_worker(config, burst=True)
+    assert len(label_studio.predictions) == (2 if queued else 0)
+    clock.ahead_s = 61.0 + 100.0  # the check is due
+    assert jobs.hand_over_expired(runtime) == 0
+    assert run_worker(config, burst=True)
+    assert sorted(p["task"] for p in label_studio.predictions) == [1, 2]
+    metrics, jobs_now = counters(client), client.get("/jobs?project=1").get_json()
+    assert metrics["samiam_answers_checked_total"] == 2
+    assert metrics["samiam_handovers_lost_total"] == (0 if queued else 2)
+    assert metrics["samiam_writebacks_ok_total"] == 2 and metrics["samiam_answers_lost_total"] == 0
+    assert jobs_now["totals"]["delivered"] == 2 and jobs_now["counts"]["written"] == 2
 
 
 def test_the_embedded_server_sweeps_what_a_vanished_predict_left(label_studio, monkeypatch):

@@ -8,7 +8,8 @@
   an earlier attempt already did (its delivery key is among the task's predictions); RQ retries
   it with the configured intervals, the last failure is recorded.
 * :func:`hand_over_expired` — the sweep (run by workers, and by the embedded dispatcher) that
-  writes back the finished predictions of batches whose ``/predict`` went away unanswered.
+  writes back the finished predictions of batches whose ``/predict`` went away unanswered, and
+  checks later that what was answered or handed over reached Label Studio.
 * :func:`predict_abandoned` — RQ's failure callback of :func:`predict_task` jobs, called when the
   worker running one died (RQ's ``AbandonedJobError``): RQ runs the job again while it has
   retries left (``SAMIAM_PREDICT_RETRIES``); after the last one the task fails like any other.
@@ -52,7 +53,8 @@ class Dispatcher(Protocol):
 
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
         """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
-    def submit_write_backs(self, predictions: dict[int, dict], project: str, answered: bool = False) -> None:
+    def submit_write_backs(self, predictions: dict[int, dict], project: str, answered: bool = False,
+                           handed_over: bool = False) -> None:
         """Run :func:`write_back` on each of ``predictions`` (task id -> prediction), with retries."""
     def submit_lesson(self, lesson: dict) -> None:
         """Run the learning job of ``lesson`` (:mod:`samiam.service.learning`)."""
@@ -237,16 +239,19 @@ def hand_over_expired(runtime: Runtime | None = None) -> int:
     deadline plus grace has passed; returns how many were handed over. Safe to run anywhere,
     any number of times at once: each expired batch is closed, and handed over, once.
 
-    Also submits the answer checks that are due (``SAMIAM_ANSWER_CHECK_S`` after a ``/predict``
-    closed its batch): a write-back of each finished prediction of the batch, ``answered``, which
-    posts only what Label Studio does not hold."""
+    Also submits the checks that are due (``SAMIAM_ANSWER_CHECK_S`` after a ``/predict`` or this
+    sweep closed a batch): a write-back of each finished prediction of the batch, ``answered``
+    (and ``handed_over`` when this sweep closed it), which posts only what Label Studio does not
+    hold. The close files the check in the same atomic step, so that a process killed between
+    a close and queuing the write-backs it decided (a worker here, the web tier in ``/predict``)
+    loses no prediction: the check finds it missing and posts it."""
     runtime = runtime or current()
-    for project, outcomes in runtime.store.sweep_answered_batches():
+    for project, outcomes, handed_over in runtime.store.sweep_answered_batches():
         finished = _finished(outcomes)
         if finished:
-            runtime.dispatcher.submit_write_backs(finished, project, answered=True)
+            runtime.dispatcher.submit_write_backs(finished, project, answered=True, handed_over=handed_over)
     handed = 0
-    for project, outcomes in runtime.store.sweep_expired_batches():
+    for project, outcomes in runtime.store.sweep_expired_batches(time.time() + runtime.config.answer_check_s):
         finished = _finished(outcomes)
         write_back_later(runtime.store, runtime.dispatcher, project, finished, None,
                          "its /predict went away unanswered")
@@ -299,7 +304,8 @@ def await_claim(store: Store, name: str, owner: str, ttl_s: float) -> None:
         time.sleep(CLAIM_POLL_S)
 
 
-def deliver(task_id: int, prediction: dict, project: str, final: bool, answered: bool = False) -> int | None:
+def deliver(task_id: int, prediction: dict, project: str, final: bool, answered: bool = False,
+            handed_over: bool = False) -> int | None:
     """Store ``prediction`` for ``task_id`` in Label Studio exactly once; returns its id there.
 
     When Label Studio already holds a prediction of the task carrying the same delivery key (an
@@ -310,7 +316,10 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
     ``answered``: the prediction was in a ``/predict`` answer (an answer check, see
     :func:`hand_over_expired`; counted as ``answers_checked``): found, it changes no record; not
     found, the answer was lost and it is posted now (counted as ``answers_lost``; it was counted
-    as delivered when answered).
+    as delivered when answered). ``handed_over`` as well: the check of a batch that the sweep of
+    expired batches handed over; not found, its write-back was lost (the worker that handed it
+    over died before queuing it) and it is posted and counted as written back now (and as
+    ``handovers_lost``).
 
     A failure is counted and re-raised; when ``final`` it is also recorded as
     ``writeback_failed`` (no retry follows). An answer check that cannot even look (Label
@@ -359,21 +368,27 @@ def deliver(task_id: int, prediction: dict, project: str, final: bool, answered:
             store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, stored by an "
                                                         "earlier attempt (found by its delivery key)")
         return prediction_id
-    if answered:
+    if answered and not handed_over:
         store.incr("answers_lost")
         store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}, written back: "
                                                     "the /predict answer holding it never reached Label Studio")
         log.warning("task %s: Label Studio did not store the /predict answer holding its prediction (answer lost); "
                     "written back as prediction %s", task_id, prediction_id)
         return prediction_id
+    if handed_over:
+        store.incr("handovers_lost")
+        log.warning("task %s: the write-back of its handed-over prediction was never queued (the worker that "
+                    "handed it over died?); written back by the check", task_id)
     store.incr("writebacks_ok")
     store.count_for_project(project, "delivered")
     store.set_task(project, task_id, "written", f"Label Studio prediction {prediction_id}")
     return prediction_id
 
 
-def write_back(task_id: int, prediction: dict, project: str, answered: bool = False) -> int | None:
+def write_back(task_id: int, prediction: dict, project: str, answered: bool = False,
+               handed_over: bool = False) -> int | None:
     """RQ job around :func:`deliver`; RQ's ``Retry`` re-runs it until no retry is left."""
     from rq import get_current_job
     job = get_current_job()
-    return deliver(task_id, prediction, project, final=job is None or not job.retries_left, answered=answered)
+    return deliver(task_id, prediction, project, final=job is None or not job.retries_left, answered=answered,
+                   handed_over=handed_over)

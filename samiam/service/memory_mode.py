@@ -24,6 +24,7 @@ from samiam.service.config import ServiceConfig
 from samiam.service.store import (
     LATENCY_COUNT,
     LATENCY_SUM,
+    DueCheck,
     failure_entry,
     latency_bucket,
     project_id,
@@ -74,9 +75,10 @@ class EmbeddedDispatcher:
         for request in requests:
             self._submit(self._predictions, jobs.predict_task, request, batch_id)
 
-    def submit_write_backs(self, predictions, project, answered=False):
+    def submit_write_backs(self, predictions, project, answered=False, handed_over=False):
         for task_id, prediction in predictions.items():
-            self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project, answered)
+            self._submit(self._write_backs, self._write_back_with_retries, task_id, prediction, project, answered,
+                         handed_over)
 
     def submit_lesson(self, lesson):
         """On the prediction thread, which holds the engine."""
@@ -93,11 +95,12 @@ class EmbeddedDispatcher:
             future.cancel()  # not started yet: never run; running: its answer is dropped
             raise interactive.too_late(deadline_s) from None
 
-    def _write_back_with_retries(self, task_id, prediction, project, answered):
+    def _write_back_with_retries(self, task_id, prediction, project, answered, handed_over):
         intervals = self.config.writeback_retry_intervals_s
         for attempt in range(len(intervals) + 1):
             try:
-                jobs.deliver(task_id, prediction, project, final=attempt == len(intervals), answered=answered)
+                jobs.deliver(task_id, prediction, project, final=attempt == len(intervals), answered=answered,
+                             handed_over=handed_over)
                 return
             except Exception as error:  # noqa: BLE001 - deliver() recorded it; retry after the interval
                 log.debug("write-back of task %s, attempt %d: %s", task_id, attempt + 1, error)
@@ -157,8 +160,8 @@ class MemoryStore:
         self._devices: dict[str, str] = {}
         self._claims: dict[str, tuple[float, str]] = {}
         """name -> (expiry, owner)."""
-        self._answered: dict[str, tuple[float, str, dict[str, dict]]] = {}
-        """batch id -> (time of its answer check, project, outcomes)."""
+        self._checks: dict[str, tuple[float, DueCheck]] = {}
+        """batch id -> (time of its check, what the check reads)."""
 
     def ping(self):
         return True
@@ -205,7 +208,7 @@ class MemoryStore:
             batch = self._batches.get(batch_id)
             return (0, 0) if batch is None else (len(batch.outcomes), batch.failures)
 
-    def close_batch(self, batch_id, check_at=None):
+    def close_batch(self, batch_id, check_at=None, handed_over=False):
         with self._lock:
             batch = self._batches.get(batch_id)
             if batch is None or batch.closed:
@@ -214,22 +217,22 @@ class MemoryStore:
             self._notices.pop(batch_id, None)
             outcomes, batch.outcomes = batch.outcomes, dict.fromkeys(batch.outcomes)  # ids only: a re-run's check
             if check_at is not None:
-                self._answered[batch_id] = (check_at, batch.project, outcomes)
+                self._checks[batch_id] = (check_at, DueCheck(batch.project, outcomes, handed_over))
             return outcomes
 
     def sweep_answered_batches(self):
         now = time.time()
         with self._lock:
-            due = [b for b, (check_at, _, _) in self._answered.items() if check_at <= now]
-            return [self._answered.pop(b)[1:] for b in due]
+            due = [b for b, (check_at, _) in self._checks.items() if check_at <= now]
+            return [self._checks.pop(b)[1] for b in due]
 
-    def sweep_expired_batches(self):
+    def sweep_expired_batches(self, check_at):
         now = time.time()
         with self._lock:
             expired = [b for b, batch in self._batches.items() if not batch.closed and batch.expires_at < now]
         swept = []
         for batch_id in expired:
-            outcomes = self.close_batch(batch_id)
+            outcomes = self.close_batch(batch_id, check_at, handed_over=True)
             if outcomes is not None:
                 swept.append((self._batches[batch_id].project, outcomes))
         return swept

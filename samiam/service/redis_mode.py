@@ -30,6 +30,7 @@ from samiam.service.store import (
     LATENCY_COUNT,
     LATENCY_SUM,
     PREFIX,
+    DueCheck,
     failure_entry,
     latency_bucket,
     project_id,
@@ -43,6 +44,7 @@ _PROJECT = "_project"
 _EXPIRES = "_expires"
 _DEPOSITS = "_deposits"
 _FAILURES = "_failures"
+_HANDED_OVER = "_handed_over"
 """Bookkeeping fields of a batch (task ids never start with ``_``)."""
 _REDIS_TIMEOUT_RESOLUTION_S = 0.001
 """Redis rounds blocking time-outs down to milliseconds, and 0 means "wait for ever"."""
@@ -82,13 +84,17 @@ return 1
 
 _CLOSE = """
 -- KEYS: batch hash, notice list, open-batch index, answer-check index; ARGV: batch id, ttl,
--- time of the answer check ('' for none). 1 when this call closed it.
+-- time of the answer check ('' for none), handed over ('1') or answered ('0').
+-- 1 when this call closed it.
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('HEXISTS', KEYS[1], '_open') == 0 or redis.call('HEXISTS', KEYS[1], '_closed') == 1 then
   return 0
 end
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], '_handed_over', '1')
 end
 redis.call('HSET', KEYS[1], '_closed', '1')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -183,14 +189,16 @@ class RedisStore:
         return int(deposits or 0), int(failures or 0)
 
     @redis_errors_as_unavailable
-    def close_batch(self, batch_id, check_at=None):
+    def close_batch(self, batch_id, check_at=None, handed_over=False):
         """Close the batch and return the outcomes deposited before the close (task id -> outcome);
         None when it was closed before (by the web tier or a sweep) or is unknown. With
-        ``check_at`` (a time): the batch's answer is checked then (:meth:`sweep_answered_batches`)."""
+        ``check_at`` (a time): the batch's delivery is checked then (:meth:`sweep_answered_batches`),
+        as that of an answer or, ``handed_over``, of write-backs."""
         key = f"{PREFIX}:batch:{batch_id}"
         if not self._close(keys=[key, f"{PREFIX}:deposited:{batch_id}", f"{PREFIX}:open-batches",
                                  f"{PREFIX}:answered-batches"],
-                           args=[batch_id, self.ttl_s, "" if check_at is None else repr(check_at)]):
+                           args=[batch_id, self.ttl_s, "" if check_at is None else repr(check_at),
+                                 int(handed_over)]):
             return None
         return self._batch_outcomes(batch_id)
 
@@ -200,25 +208,27 @@ class RedisStore:
 
     @redis_errors_as_unavailable
     def sweep_answered_batches(self):
-        """``(project, outcomes)`` of every answered batch whose answer check is due, each to one
-        caller only (the batch's outcomes stay readable for ``ttl_s`` after its close)."""
+        """A :class:`DueCheck` of every closed batch whose check is due, each to one caller only
+        (the batch's outcomes stay readable for ``ttl_s`` after its close)."""
         due = self.redis.zrangebyscore(f"{PREFIX}:answered-batches", "-inf", time.time())
         checked = []
         for batch_id in (b.decode() for b in due):
             if self.redis.zrem(f"{PREFIX}:answered-batches", batch_id):
-                project = self.redis.hget(f"{PREFIX}:batch:{batch_id}", _PROJECT)
-                checked.append((project.decode() if project else "", self._batch_outcomes(batch_id)))
+                project, handed_over = self.redis.hmget(f"{PREFIX}:batch:{batch_id}", _PROJECT, _HANDED_OVER)
+                checked.append(DueCheck(project.decode() if project else "", self._batch_outcomes(batch_id),
+                                        handed_over is not None))
         return checked
 
     @redis_errors_as_unavailable
-    def sweep_expired_batches(self):
-        """Close every open batch whose waiter's deadline (plus grace) has passed; returns
-        ``(project, outcomes)`` of each batch this call closed (another sweep gets none of them)."""
+    def sweep_expired_batches(self, check_at):
+        """Close every open batch whose waiter's deadline (plus grace) has passed, each filed for
+        a check of its hand-over at ``check_at``; returns ``(project, outcomes)`` of each batch
+        this call closed (another sweep gets none of them)."""
         expired = self.redis.zrangebyscore(f"{PREFIX}:open-batches", "-inf", time.time())
         swept = []
         for batch_id in (b.decode() for b in expired):
             project = self.redis.hget(f"{PREFIX}:batch:{batch_id}", _PROJECT)
-            outcomes = self.close_batch(batch_id)
+            outcomes = self.close_batch(batch_id, check_at, handed_over=True)
             if outcomes is not None:
                 swept.append((project.decode() if project else "", outcomes))
         return swept
@@ -376,11 +386,11 @@ class RQDispatcher:
             for request in requests])
 
     @redis_errors_as_unavailable
-    def submit_write_backs(self, predictions, project, answered=False):
+    def submit_write_backs(self, predictions, project, answered=False, handed_over=False):
         """One write-back job per task (task id -> prediction), enqueued in bulk."""
         intervals = list(self.config.writeback_retry_intervals_s)
         self._enqueue([Queue.prepare_data(
-            jobs.write_back, (task_id, prediction, project, answered),
+            jobs.write_back, (task_id, prediction, project, answered, handed_over),
             retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
             timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
             failure_ttl=self.config.result_ttl_s,

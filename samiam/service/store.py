@@ -15,7 +15,9 @@ depositing job learns that the batch is closed *or expired* and writes it back i
 tier's close also files the batch for an *answer check* at ``check_at`` (in the same atomic
 step, so a web process killed between its close and its answer leaves the check behind):
 :meth:`Store.sweep_answered_batches` hands each due batch's outcomes over once, and the workers
-write back the predictions that Label Studio does not hold (the answer never reached it). A second
+write back the predictions that Label Studio does not hold (the answer never reached it). The
+sweep's close files its batch for a check as well, marked *handed over*: a worker killed between
+that close and queuing the batch's write-backs leaves the check behind, which writes them back. A second
 deposit of the same task (a job run again) finds the first and delivers nothing. Every deposit
 also leaves a notice that wakes the web tier blocked in :meth:`Store.wait_for_deposit` at once.
 
@@ -32,7 +34,7 @@ worker's lease expired and its job was run again) cannot both post it.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 PREFIX = "samiam"
 PROJECT_COUNTS = ("computed", "delivered", "failed")
@@ -52,6 +54,17 @@ def project_id(project: Any) -> str:
     return str(project).split(".")[0]
 
 
+class DueCheck(NamedTuple):
+    """A closed batch whose check is due (:meth:`Store.sweep_answered_batches`)."""
+
+    project: str
+    outcomes: dict[str, dict]
+    """Task id -> outcome deposited before the close."""
+    handed_over: bool
+    """Closed by the sweep of expired batches (its predictions were written back), not by its
+    ``/predict`` (its predictions were in the answer)."""
+
+
 class Store(Protocol):
     def ping(self) -> bool: ...
     def set_task(self, project: str, task_id: int, state: str, reason: str | None = None,
@@ -63,9 +76,10 @@ class Store(Protocol):
     def deposit(self, batch_id: str, task_id: int, outcome: dict) -> bool: ...
     def wait_for_deposit(self, batch_id: str, timeout_s: float) -> bool: ...
     def progress(self, batch_id: str) -> tuple[int, int]: ...
-    def close_batch(self, batch_id: str, check_at: float | None = None) -> dict[str, dict] | None: ...
-    def sweep_expired_batches(self) -> list[tuple[str, dict[str, dict]]]: ...
-    def sweep_answered_batches(self) -> list[tuple[str, dict[str, dict]]]: ...
+    def close_batch(self, batch_id: str, check_at: float | None = None,
+                    handed_over: bool = False) -> dict[str, dict] | None: ...
+    def sweep_expired_batches(self, check_at: float) -> list[tuple[str, dict[str, dict]]]: ...
+    def sweep_answered_batches(self) -> list[DueCheck]: ...
     def incr(self, name: str, amount: float = 1) -> None: ...
     def count_for_project(self, project: str, name: str, amount: int = 1) -> None: ...
     def project_stats(self) -> dict[str, dict]: ...
