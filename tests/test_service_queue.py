@@ -33,6 +33,10 @@ pytestmark = pytest.mark.skipif(redis_server_bin() is None, reason="redis-server
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Killed(BaseException):
+    """The process died here."""
+
+
 # -- the batch hand-over, on both stores -------------------------------------------------------
 
 @pytest.fixture(params=["redis", "memory"])
@@ -233,6 +237,30 @@ def test_redis_going_away_mid_request_gives_503_and_health_stays_up(redis_server
     assert client.get("/").status_code == 200 and client.get("/metrics").status_code == 503
 
 
+def test_a_web_process_killed_while_it_queues_leaves_no_task_queued_without_its_job(
+        redis_server, label_studio, monkeypatch):
+    """Task records and jobs go to Redis in one transaction: a web process killed in between
+    (or Redis gone) leaves no task recorded ``queued`` that no job will ever run."""
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=0.0)
+    app = create_app(config)
+    queue = app.extensions["samiam"]["dispatcher"].queue
+    enqueue_many = queue.enqueue_many
+
+    def dies_before_sending(job_datas, pipeline=None):
+        enqueue_many(job_datas, pipeline=pipeline)
+        raise Killed
+    monkeypatch.setattr(queue, "enqueue_many", dies_before_sending)
+    with pytest.raises(Killed):
+        post_predict(app.test_client(), [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64)))
+                                         for i in (1, 2)])
+    monkeypatch.undo()
+    assert app.extensions["samiam"]["store"].tasks(PROJECT) == {} and queue.count == 0
+    client = app.test_client()
+    answer = post_predict(client, [task(3, label_studio.add_file("em3.png", two_texture_png(64, 64)))])
+    assert answer.status_code == 200 and queue.count == 1  # the same path, not killed: record and job
+    assert client.get("/jobs?project=1").get_json()["tasks"][0]["state"] == "queued"
+
+
 # -- every finished prediction reaches Label Studio exactly once --------------------------------
 
 def vanishing_waits(app, monkeypatch, error: Exception) -> None:
@@ -306,10 +334,6 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
     assert run_worker(config, burst=True)
     assert sorted(p["task"] for p in label_studio.predictions) == [1, 2]
     assert client.get("/jobs?project=1").get_json()["counts"]["written"] == 2
-
-
-class Killed(BaseException):
-    """The process died here."""
 
 
 @pytest.mark.parametrize("queued", [True, False], ids=["write-backs-queued", "sweeper-died-before-queuing"])

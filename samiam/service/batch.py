@@ -66,7 +66,6 @@ def predict_batch(requests: list[TaskRequest], *, store: Store, dispatcher: Disp
     batch_id = uuid.uuid4().hex
     project, ids = requests[0].project, [r.task_id for r in requests]
     store.open_batch(batch_id, project, time.time() + deadline_s + grace_s)
-    store.set_tasks(project, ids, "queued", batch=batch_id)
     dispatcher.submit_predictions([r.to_json() for r in requests], batch_id)
     store.incr("jobs_queued", len(ids))
     deposited, failed = store.progress(batch_id)

@@ -52,7 +52,8 @@ class Dispatcher(Protocol):
     web process (:class:`samiam.service.memory_mode.EmbeddedDispatcher`)."""
 
     def submit_predictions(self, requests: list[dict], batch_id: str) -> None:
-        """Run :func:`predict_task` on each of ``requests`` (:meth:`TaskRequest.to_json` dicts)."""
+        """Record each of ``requests`` (:meth:`TaskRequest.to_json` dicts of one project) ``queued``
+        in batch ``batch_id``, and run :func:`predict_task` on it."""
     def submit_write_backs(self, predictions: dict[int, dict], project: str, answered: bool = False,
                            handed_over: bool = False) -> None:
         """Run :func:`write_back` on each of ``predictions`` (task id -> prediction), with retries."""

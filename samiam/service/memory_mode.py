@@ -72,6 +72,7 @@ class EmbeddedDispatcher:
         executor.submit(self._counted, function, *args)
 
     def submit_predictions(self, requests, batch_id):
+        self.runtime.store.set_tasks(requests[0]["project"], [r["task_id"] for r in requests], "queued", batch=batch_id)
         for request in requests:
             self._submit(self._predictions, jobs.predict_task, request, batch_id)
 

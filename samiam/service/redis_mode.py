@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -137,12 +138,16 @@ class RedisStore:
 
     @redis_errors_as_unavailable
     def set_tasks(self, project, task_ids, state, reason=None, batch=None):
+        with self.redis.pipeline(transaction=False) as pipe:
+            self.add_task_records(pipe, project, task_ids, state, reason, batch)
+            pipe.execute()
+
+    def add_task_records(self, pipe: redis.client.Pipeline, project, task_ids, state, reason=None, batch=None):
+        """Add the commands of :meth:`set_tasks` to ``pipe``, which the caller executes."""
         key = f"{PREFIX}:tasks:{project_id(project)}"
         record = json.dumps(task_record(state, reason, batch))
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={str(task_id): record for task_id in task_ids})
-            pipe.expire(key, self.ttl_s)
-            pipe.execute()
+        pipe.hset(key, mapping={str(task_id): record for task_id in task_ids})
+        pipe.expire(key, self.ttl_s)
 
     @redis_errors_as_unavailable
     def tasks(self, project):
@@ -368,22 +373,32 @@ class RQDispatcher:
         self.store = store
         self.url = store.url
 
-    def _enqueue(self, job_datas: list) -> None:
-        """RQ's ``enqueue_many`` (one transaction), ``ENQUEUE_CHUNK`` jobs at a time so that no
-        single Redis reply outlasts the web tier's socket time-out."""
+    def _enqueue(self, job_datas: list, record: Callable[[redis.client.Pipeline, slice], None] | None = None) -> None:
+        """RQ's ``enqueue_many``, ``ENQUEUE_CHUNK`` jobs per transaction so that no single Redis
+        reply outlasts the web tier's socket time-out; ``record(pipe, chunk)`` adds what goes with
+        the jobs ``job_datas[chunk]`` to their transaction."""
         for start in range(0, len(job_datas), ENQUEUE_CHUNK):
-            self.queue.enqueue_many(job_datas[start:start + ENQUEUE_CHUNK])
+            chunk = slice(start, start + ENQUEUE_CHUNK)
+            with self.queue.connection.pipeline() as pipe:
+                if record is not None:
+                    record(pipe, chunk)
+                self.queue.enqueue_many(job_datas[chunk], pipeline=pipe)
+                pipe.execute()
 
     @redis_errors_as_unavailable
     def submit_predictions(self, requests, batch_id):
-        """One job per task (``requests``: :meth:`TaskRequest.to_json` dicts), enqueued in bulk."""
+        """One job per task (``requests``: :meth:`TaskRequest.to_json` dicts of one project),
+        enqueued in bulk, each in the same transaction as its task's ``queued`` record: a web
+        process killed, or Redis lost, in between leaves neither."""
         retries = self.config.predict_retries
+        project, task_ids = requests[0]["project"], [request["task_id"] for request in requests]
         self._enqueue([Queue.prepare_data(
             jobs.predict_task, (request, batch_id),
             retry=Retry(max=retries) if retries else None, on_failure=Callback(jobs.predict_abandoned),
             timeout=self.config.job_timeout_s, result_ttl=self.config.result_ttl_s,
             failure_ttl=self.config.result_ttl_s, description=f"predict task {request['task_id']}")
-            for request in requests])
+            for request in requests],
+            lambda pipe, chunk: self.store.add_task_records(pipe, project, task_ids[chunk], "queued", batch=batch_id))
 
     @redis_errors_as_unavailable
     def submit_write_backs(self, predictions, project, answered=False, handed_over=False):
