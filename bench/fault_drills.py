@@ -262,8 +262,8 @@ def drill_web_worker_killed(lease: dict) -> tuple[str, Tally]:
         sides = (256, BIG, BIG)
         tasks = [task(i, studio.add_file(f"em{i}.png", two_texture_png(side, side))) for i, side in enumerate(sides, 1)]
         thread, answer = predict_in_thread(stack, tasks)
-        # Not the task records, written just before the jobs are queued: a kill between the two
-        # fails the request before it waits (nothing queued, nothing to deliver).
+        # Counted once the jobs are queued: a kill before that fails the request before it queued
+        # anything (nothing to deliver), not one that waits.
         wait_until(lambda: stack.counters().get("samiam_jobs_queued_total") == len(tasks), 30,
                    "the jobs to be queued")
         [web_worker] = stack.web_workers()
