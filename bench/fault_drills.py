@@ -33,8 +33,8 @@ processes, the fake Label Studio; see ``bench/service_stack.py``) and stops it b
   predictions and not the stored ones;
 * ``many-tasks``: one ``/predict`` with 10,000 tasks (``--tasks``) of one 64 px image (one
   inference, then cache hits: the queue and the hand-over are what is drilled);
-* ``many-tasks-late``: the same with ``PREDICT_DEADLINE_S=5``: the answer is empty and every
-  prediction is written back through the API.
+* ``many-tasks-late``: the same with ``PREDICT_DEADLINE_S=1``: the answer is empty (the drill
+  fails if it is not) and every prediction is written back through the API.
 
 Every drill counts the predictions Label Studio would hold for its tasks: those in ``/predict``
 answers (Label Studio stores them) plus the POSTs the fake Label Studio recorded, and passes
@@ -74,6 +74,8 @@ MANY_TASKS = 10_000
 OUTAGE_TASKS = 12
 REDIS_OUTAGE_S = 3.0
 MID_BATCH = 3
+LATE_DEADLINE_S = 1.0
+"""``PREDICT_DEADLINE_S`` of ``many-tasks-late``: short enough that even 500 cached tasks are late."""
 """Write-backs done before the Redis outage of ``redis-killed`` and ``redis-stopped``."""
 
 
@@ -289,6 +291,9 @@ def drill_many_tasks(lease: dict, count: int, deadline_s: float | None = None) -
         answer = stack.predict(tasks, timeout_s=300)
         answered_after = time.monotonic() - started
         check(answer["status"] == 200, f"/predict answered {str(answer)[:300]}")
+        if deadline_s is not None:
+            check(answer["results"] == [],
+                  f"every task finished within PREDICT_DEADLINE_S={deadline_s:g}: the late path was not drilled")
         answered = answered_ids(tasks, answer)
         written = wait_for_writes(count - len(answered), 120 + count * 0.2, stack.label_studio)
         tally = Tally(count, answered, written)
@@ -331,7 +336,7 @@ def main() -> int:
         "web-worker-killed": lambda: drill_web_worker_killed(lease),
         "answer-lost": lambda: drill_answer_lost(lease),
         "many-tasks": lambda: drill_many_tasks(lease, args.tasks),
-        "many-tasks-late": lambda: drill_many_tasks(lease, args.tasks, deadline_s=5.0)}
+        "many-tasks-late": lambda: drill_many_tasks(lease, args.tasks, deadline_s=LATE_DEADLINE_S)}
     print("| drill | result | tasks | delivered | lost | duplicated | seconds | detail |")
     print("|---|---|---|---|---|---|---|---|")
     failed = 0
