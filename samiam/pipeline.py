@@ -78,6 +78,8 @@ class Engine:
         self.settings = settings or Settings.from_env()
         self._proposer = proposer
         self.embedder = embedder or make_embedder(self.settings.merging)
+        self._other_embedders: dict[tuple[str, str | None], TextureEmbedder] = {}
+        """Embedders that settings passed to a call named, by (name, checkpoint)."""
 
     @property
     def proposer(self) -> Proposer:
@@ -115,11 +117,14 @@ class Engine:
         return self._boost(micrograph, masks, scores, settings, {}, "given", prototypes)
 
     def embedder_for(self, settings: Settings) -> TextureEmbedder:
-        """The texture embedder that ``settings`` ask for: the engine's own unless they name another."""
-        if settings.merging.embedder != self.settings.merging.embedder \
-                or settings.merging.embedder_checkpoint != self.settings.merging.embedder_checkpoint:
-            return make_embedder(settings.merging)
-        return self.embedder
+        """The texture embedder that ``settings`` ask for: the engine's own unless they name
+        another, which is built once (a ResNet loads its checkpoint once) and kept."""
+        wanted = (settings.merging.embedder, settings.merging.embedder_checkpoint)
+        if wanted == (self.settings.merging.embedder, self.settings.merging.embedder_checkpoint):
+            return self.embedder
+        if wanted not in self._other_embedders:
+            self._other_embedders[wanted] = make_embedder(settings.merging)
+        return self._other_embedders[wanted]
 
     def _boost(self, micrograph: Micrograph, masks: np.ndarray, scores: np.ndarray,
                settings: Settings, timings: dict[str, float], proposer_name: str,

@@ -76,6 +76,18 @@ def test_segmentation_records_what_happened_to_each_proposal():
     assert set(seg.timings) >= {"removal_s", "merging_s"}
 
 
+def test_an_engine_builds_an_embedder_that_settings_name_once(monkeypatch):
+    import samiam.pipeline
+    built = []
+    make = samiam.pipeline.make_embedder
+    monkeypatch.setattr(samiam.pipeline, "make_embedder", lambda merging: built.append(merging.embedder) or make(merging))
+    engine = Engine(Settings().replace({"merging.embedder": "lbp"}))
+    fft = Settings().replace({"merging.embedder": "fft"})
+    assert engine.embedder_for(fft) is engine.embedder_for(fft) and engine.embedder_for(fft).name == "fft"
+    assert engine.embedder_for(engine.settings) is engine.embedder
+    assert built == ["lbp", "fft"]
+
+
 def test_classical_engine_segments_a_synthetic_micrograph():
     scene = generate_scene(seed=5, difficulty=1, size=SIZE)
     engine = Engine(Settings().replace({"proposals.proposer": "classical",
