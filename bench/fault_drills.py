@@ -74,9 +74,9 @@ MANY_TASKS = 10_000
 OUTAGE_TASKS = 12
 REDIS_OUTAGE_S = 3.0
 MID_BATCH = 3
+"""Write-backs done before the Redis outage of ``redis-killed`` and ``redis-stopped``."""
 LATE_DEADLINE_S = 1.0
 """``PREDICT_DEADLINE_S`` of ``many-tasks-late``: short enough that even 500 cached tasks are late."""
-"""Write-backs done before the Redis outage of ``redis-killed`` and ``redis-stopped``."""
 
 
 @dataclass
