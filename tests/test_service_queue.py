@@ -312,9 +312,13 @@ def shift_store_clock(monkeypatch, store_class: type) -> ShiftedClock:
     return clock
 
 
-def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
+def vanished_predict(redis_server, label_studio, monkeypatch, **changes):
+    """A ``/predict`` of tasks 1 and 2 (Redis mode, deadline 60 s, no grace) that answered 503
+    while it waited, both tasks deposited in its open batch by a burst worker; returns the
+    config, the web tier's test client, the runtime of a worker that sweeps, and the Redis
+    store's clock."""
     clock = shift_store_clock(monkeypatch, RedisStore)
-    config = service_config(redis_server.url, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0)
+    config = service_config(redis_server.url, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0, **changes)
     app = create_app(config)
     client = app.test_client()
     vanishing_waits(app, monkeypatch, QueueUnavailableError("Redis went away"))
@@ -326,7 +330,11 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
     assert client.get("/jobs?project=1").get_json()["counts"]["computed"] == 2
     connection = connect(config)
     store = make_store(config, connection)
-    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
+    return config, client, jobs.Runtime(config, store, RQDispatcher(config, connection, store)), clock
+
+
+def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_server, label_studio, monkeypatch):
+    config, client, runtime, clock = vanished_predict(redis_server, label_studio, monkeypatch)
     assert jobs.hand_over_expired(runtime) == 0  # the deadline has not passed: /predict may still answer
     clock.ahead_s = 61.0
     assert jobs.hand_over_expired(runtime) == 2
@@ -339,28 +347,16 @@ def test_the_sweep_writes_back_what_a_vanished_predict_left_in_its_batch(redis_s
 @pytest.mark.parametrize("queued", [True, False], ids=["write-backs-queued", "sweeper-died-before-queuing"])
 def test_the_check_of_a_handed_over_batch_posts_what_its_sweep_never_queued_and_nothing_twice(
         redis_server, label_studio, monkeypatch, queued):
-    clock = shift_store_clock(monkeypatch, RedisStore)
-    config = service_config(redis_server.url, label_studio, predict_deadline_s=60.0, batch_grace_s=0.0,
-                            answer_check_s=100.0)
-    app = create_app(config)
-    client = app.test_client()
-    vanishing_waits(app, monkeypatch, QueueUnavailableError("Redis went away"))
-    assert post_predict(client, [task(i, label_studio.add_file(f"em{i}.png", two_texture_png(64, 64 + i)))
-                                 for i in (1, 2)]).status_code == 503
-    assert run_worker(config, burst=True)  # both deposited in the open batch
-    connection = connect(config)
-    store = make_store(config, connection)
-    runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
+    config, client, runtime, clock = vanished_predict(redis_server, label_studio, monkeypatch, answer_check_s=100.0)
     clock.ahead_s = 61.0
     if queued:
         assert jobs.hand_over_expired(runtime) == 2
     else:  # the worker sweeping dies after its close, before queuing the write-backs it decided
         def die(*args, **kwargs):
             raise Killed
-        monkeypatch.setattr(runtime.dispatcher, "submit_write_backs", die)
-        with pytest.raises(Killed):
+        with monkeypatch.context() as dying, pytest.raises(Killed):
+            dying.setattr(runtime.dispatcher, "submit_write_backs", die)
             jobs.hand_over_expired(runtime)
-        runtime = jobs.Runtime(config, store, RQDispatcher(config, connection, store))
     assert jobs.hand_over_expired(runtime) == 0  # closed: no later sweep hands it over
     run_worker(config, burst=True)
     assert len(label_studio.predictions) == (2 if queued else 0)
