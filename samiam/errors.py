@@ -55,6 +55,13 @@ class FormatSupportMissingError(UnsupportedImageError):
     http_status = 501
 
 
+class SamSupportMissingError(SamiamError):
+    """SAM or a torch embedder was asked for, but the optional extra ``samiam[sam]`` (torch,
+    torchvision, segment-anything) is not installed."""
+
+    http_status = 501
+
+
 class CheckpointError(SamiamError):
     """A model checkpoint is missing, corrupt, or of the wrong model type."""
 

@@ -37,6 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
+from samiam import sam_extra
 from samiam.errors import CheckpointError, SettingsError
 from samiam.settings import MergingSettings
 
@@ -243,7 +244,8 @@ class ResNetEmbedder:
 
     Grey crops are replicated to three channels, resized to 224 x 224 (bilinear) and normalised
     with the ImageNet statistics. Runs on CUDA when available. The classifier (``fc.*``) of the
-    checkpoint is ignored, so checkpoints fine-tuned for any number of classes load.
+    checkpoint is ignored, so checkpoints fine-tuned for any number of classes load. Without torch
+    and torchvision it raises :class:`~samiam.errors.SamSupportMissingError`.
     """
 
     name = "resnet18"
@@ -251,6 +253,7 @@ class ResNetEmbedder:
     blocks = (512,)
 
     def __init__(self, checkpoint: str | None):
+        sam_extra.require("the resnet18 embedder", sam_extra.TORCH_MODULES)
         import torch
         import torchvision
 

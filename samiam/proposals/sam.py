@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samiam import sam_extra
 from samiam.errors import CheckpointError, SettingsError
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals
@@ -40,10 +41,12 @@ class SamProposer:
     """Masks from ``SamAutomaticMaskGenerator`` with every knob taken from :class:`ProposalSettings`.
 
     The checkpoint is found, verified and loaded once, through
-    ``segment_anything.sam_model_registry[settings.model_type]``.
+    ``segment_anything.sam_model_registry[settings.model_type]``. Without the SAM extra it raises
+    :class:`~samiam.errors.SamSupportMissingError`.
     """
 
     def __init__(self, settings: ProposalSettings):
+        sam_extra.require("the SAM proposer (proposals.proposer=sam)")
         from samiam.proposals.fast_amg import FastMaskGenerator
 
         deepest = settings.points_per_side // settings.crop_n_points_downscale_factor ** settings.crop_n_layers
