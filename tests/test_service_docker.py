@@ -77,7 +77,8 @@ def test_image_installs_the_pinned_requirements_with_the_torch_ci_tests():
     assert set(ci) == {"torch", "torchvision"}
     assert {name: pins.get(name) for name in ci} == ci
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + project["optional-dependencies"]["service"]
+    extras = project["optional-dependencies"]
+    declared = project["dependencies"] + extras["service"] + extras["sam"]  # web tier and GPU worker
     outside = {}
     for requirement in map(Requirement, declared):
         name = canonicalize_name(requirement.name)

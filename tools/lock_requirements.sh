@@ -3,7 +3,8 @@
 #
 #   bash tools/lock_requirements.sh            # after changing pyproject.toml's dependencies
 #
-# Installs samiam with its `service` extra, and torch/torchvision at the versions CI tests
+# Installs samiam with its `service` and `sam` extras (the web tier and the GPU worker share the
+# image; the worker needs SAM), and torch/torchvision at the versions CI tests
 # (read from .ci/run, so the image and CI cannot drift apart), into a fresh virtualenv, then
 # writes `pip freeze` of it. The result is for CPython 3.11 on Linux x86_64 (the image's
 # platform): torch's Linux wheels bring their CUDA libraries as nvidia-* packages, pinned too.
@@ -21,11 +22,11 @@ venv=$(mktemp -d)
 trap 'rm -rf "$venv"' EXIT
 "${PYTHON:-python3.11}" -m venv "$venv"
 # shellcheck disable=SC2086 # $versions holds two requirement words
-"$venv/bin/pip" install --quiet --disable-pip-version-check $versions '.[service]'
+"$venv/bin/pip" install --quiet --disable-pip-version-check $versions '.[service,sam]'
 
 {
     echo "# The service image's packages, pinned (CPython 3.11, Linux x86_64)."
-    echo "# Generated from pyproject.toml ([service] extra) by: bash tools/lock_requirements.sh"
+    echo "# Generated from pyproject.toml ([service] and [sam] extras) by: bash tools/lock_requirements.sh"
     echo "# Do not edit by hand; install with: pip install -r requirements.txt && pip install --no-deps ."
     "$venv/bin/pip" freeze --all --disable-pip-version-check --exclude pip --exclude samiam
 } > requirements.txt
