@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+import samiam
+from samiam.io import Micrograph
 from samiam.measure import measure_layer, measure_materials
 from samiam.settings import MeasureSettings
 
@@ -142,3 +144,21 @@ def test_measurements_are_json_serialisable_and_named():
     assert [m["name"] for m in document["materials"]] == ["Pt", None]
     assert document["materials"][0]["particles"]["diameters"]["median"] == pytest.approx(40, abs=2)
     assert document["unit"] == "nm"
+
+
+def test_a_segmentation_measures_its_materials_in_the_files_unit():
+    particles = discs([(y, x, 10) for y, x in GRID])
+    rng = np.random.default_rng(0)
+    grey = np.where(particles, 0.8, 0.2).astype(np.float32) + rng.normal(0, 0.02, particles.shape).astype(np.float32)
+    rgb = np.repeat(np.rint(np.clip(grey, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    micrograph = Micrograph(name="scene", raw=grey, grey=grey, rgb=rgb, bit_depth=32, pixel_size=5.0,
+                            pixel_unit="Å")
+
+    segmentation = samiam.boost(micrograph, np.stack([particles, ~particles]),
+                                samiam.Settings().replace({"merging.materials": 2}))
+    measurements = segmentation.measure()
+
+    assert measurements.unit == "nm"
+    particle_material = next(m for m in measurements.materials if m.kind == "particles")
+    assert particle_material.particles.count == len(GRID)
+    assert particle_material.particles.diameters.median == pytest.approx(10, abs=0.5)  # 20 px of 0.5 nm
