@@ -5,7 +5,11 @@
   and a legend listing each material's number and score;
 * ``NAME.json``: image facts (size, bit depth, pixel size and unit, source file, the signal
   taken from a microscope file), proposer, embedder, settings, timings and, per material, its
-  score, area, bounding box and COCO RLE mask (:func:`samiam.masks.rle_encode`).
+  score, area, bounding box and COCO RLE mask (:func:`samiam.masks.rle_encode`);
+
+given measurements (``samiam segment --report``), also their ``NAME.report.png``
+(:mod:`samiam.report`) and a ``measurements`` key in ``NAME.json``
+(:meth:`samiam.measure.Measurements.to_dict`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from samiam import masks as masklib
 from samiam.io import Micrograph
 
 if TYPE_CHECKING:
+    from samiam.measure import Measurements
     from samiam.pipeline import Segmentation
 
 SUFFIXES = {"labels": ".labels.png", "overlay": ".overlay.png", "json": ".json"}
@@ -54,11 +59,12 @@ LEGEND_TEXT_COLOUR = (255, 255, 255)
 
 
 def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentation,
-                  name: str | None = None) -> dict[str, Path]:
-    """Write ``NAME.labels.png``, ``NAME.overlay.png`` and ``NAME.json`` into ``out_dir``.
+                  name: str | None = None, measurements: Measurements | None = None) -> dict[str, Path]:
+    """Write ``NAME.labels.png``, ``NAME.overlay.png`` and ``NAME.json`` into ``out_dir``, and
+    with ``measurements`` ``NAME.report.png``.
 
     ``NAME`` is ``name``, by default ``micrograph.name``; ``out_dir`` is created when missing.
-    Returns the paths as ``{"labels": ..., "overlay": ..., "json": ...}``.
+    Returns the paths as ``{"labels": ..., "overlay": ..., "json": ...}`` (and ``"report"``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,19 +74,26 @@ def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentat
     names = [f"material {k} (score {score:.2f})" for k, score in enumerate(segmentation.scores, 1)]
     overlay = render_overlay(micrograph.rgb, segmentation.materials, names)
     write_png(paths["overlay"], cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    paths["json"].write_text(json.dumps(summary(micrograph, segmentation), allow_nan=False,
+    paths["json"].write_text(json.dumps(summary(micrograph, segmentation, measurements), allow_nan=False,
                                         default=_to_json))
+    if measurements is not None:
+        from samiam.report import REPORT_SUFFIX, write_report
+
+        paths["report"] = out_dir / f"{name}{REPORT_SUFFIX}"
+        write_report(paths["report"], overlay, measurements, name)
     return paths
 
 
-def summary(micrograph: Micrograph, segmentation: Segmentation) -> dict[str, Any]:
+def summary(micrograph: Micrograph, segmentation: Segmentation,
+            measurements: Measurements | None = None) -> dict[str, Any]:
     """The JSON document of ``NAME.json`` as a dict (numpy values are converted when dumping).
 
     Material ``id`` k matches label k of the label map and ``materials[k - 1]``; ``bbox`` is
     ``[x, y, width, height]`` in pixels (all 0 for an empty mask); ``segmentation`` is COCO RLE.
+    ``measurements``, when given, go under the key ``measurements``.
     """
     materials = segmentation.materials
-    return {
+    document = {
         "image": {"name": micrograph.name, "height": micrograph.shape[0], "width": micrograph.shape[1],
                   "bit_depth": micrograph.bit_depth, "pixel_size": micrograph.pixel_size,
                   "pixel_unit": micrograph.pixel_unit, "source": micrograph.source,
@@ -96,6 +109,9 @@ def summary(micrograph: Micrograph, segmentation: Segmentation) -> dict[str, Any
             for k, (mask, score, area, box) in enumerate(
                 zip(materials, segmentation.scores, masklib.areas(materials), _boxes(materials)), 1)],
     }
+    if measurements is not None:
+        document["measurements"] = measurements.to_dict()
+    return document
 
 
 def render_overlay(rgb: np.ndarray, materials: np.ndarray, names: list[str] | None = None) -> np.ndarray:

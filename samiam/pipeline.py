@@ -26,9 +26,10 @@ from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, check_segmentable, load_micrograph
+from samiam.measure import Measurements, measure_materials
 from samiam.proposals import Proposer, make_proposer, tiled
 from samiam.scale import ImageScale, settings_for_image
-from samiam.settings import Settings
+from samiam.settings import MeasureSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class Segmentation:
         confident name; None as a whole when no prototypes were given.
     settings: as used on this image (the booster's lengths in px resolved by :mod:`samiam.scale`).
     scale: the image's physical scale those lengths came from; None when unknown or not used.
+    pixel_size, pixel_unit: what one pixel measures, as the image's file states it (None: not
+        stated); :meth:`measure` gives lengths in nm through them.
     """
 
     materials: np.ndarray
@@ -59,10 +62,17 @@ class Segmentation:
     timings: dict[str, float] = field(default_factory=dict)
     names: tuple[str | None, ...] | None = None
     scale: ImageScale | None = None
+    pixel_size: float | None = None
+    pixel_unit: str | None = None
 
     def label_map(self) -> np.ndarray:
         """(H, W) uint16: 0 = unsegmented, k = material k (1-based, as in ``materials[k-1]``)."""
         return masklib.to_label_map(self.materials)
+
+    def measure(self, settings: MeasureSettings | None = None) -> Measurements:
+        """Area fractions, particle sizes and layer thicknesses of the materials
+        (:func:`samiam.measure.measure_materials`), in nm when the file states the pixel size."""
+        return measure_materials(self.materials, self.pixel_size, self.pixel_unit, self.names, settings)
 
     @property
     def score(self) -> float:
@@ -162,7 +172,8 @@ class Engine:
         return Segmentation(
             materials=merged.materials, scores=merged.scores, proposals=masks,
             removed=removal.reasons, assignment=assignment, proposer=proposer_name,
-            embedder=embedder.name, settings=settings, timings=timings, names=names, scale=scale)
+            embedder=embedder.name, settings=settings, timings=timings, names=names, scale=scale,
+            pixel_size=micrograph.pixel_size, pixel_unit=micrograph.pixel_unit)
 
 
 def _as_micrograph(image: ImageSource | Micrograph, settings: Settings) -> Micrograph:

@@ -266,6 +266,31 @@ class MetricSettings:
 
 
 @dataclass(frozen=True)
+class MeasureSettings:
+    """How :mod:`samiam.measure` tells particles and layers apart (``samiam segment --report``);
+    not part of the engine's settings."""
+
+    min_particle_px: int = 10
+    """Connected components smaller than this many pixels are specks, neither counted nor measured
+    (an equivalent-circle diameter of 3.6 px)."""
+    min_particles: int = 5
+    """A particle material has at least this many components (of at least ``min_particle_px``) ..."""
+    max_particle_fraction: float = 0.01
+    """... whose median area is at most this fraction of the image (a disc of 11 % of the shorter
+    side of a square image) ..."""
+    min_solidity: float = 0.8
+    """... and whose median solidity (area over convex hull area) is at least this: compact blobs
+    (a disc: 1, an ellipse: 1, a plus sign of bars a fifth as wide as long: 0.53)."""
+    min_layer_share: float = 0.9
+    """A layer is one band: its largest component holds at least this share of the material's area,
+    reaches two opposite image sides ..."""
+    min_measured_length: float = 0.5
+    """... and at least this share of its length along the band can be measured (cross-sections
+    that do not touch the image border): a band cut by the border all along (a substrate filling
+    the bottom of the image) has no thickness to measure."""
+
+
+@dataclass(frozen=True)
 class Settings:
     image: ImageSettings = field(default_factory=ImageSettings)
     proposals: ProposalSettings = field(default_factory=ProposalSettings)

@@ -50,6 +50,11 @@ def register(subparsers) -> None:
                              "(N, H, W) bool, or a folder of NAME.npz files, NAME as in the outputs")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any engine setting, e.g. --set removal.tiny_child=0.03 (repeatable)")
+    parser.add_argument("--report", action="store_true",
+                        help="also measure every material (area fraction; particle count and sizes; layer "
+                             "thickness and roughness; in nm when the pixel size is known) into NAME.json "
+                             "and NAME.report.png, and write measurements.csv and a size histogram per "
+                             "particle material (MATERIAL.UNIT.sizes.png) into --out")
     parser.set_defaults(func=run)
 
 
@@ -114,8 +119,9 @@ def find_images(paths: list[Path]) -> list[InputImage]:
 def _is_image(path: Path) -> bool:
     """An image file to segment: a known image suffix, and not an image samiam segment wrote."""
     from samiam.outputs import SUFFIXES
+    from samiam.report import REPORT_SUFFIX, SIZES_SUFFIX
 
-    written = (SUFFIXES["labels"], SUFFIXES["overlay"])
+    written = (SUFFIXES["labels"], SUFFIXES["overlay"], REPORT_SUFFIX, SIZES_SUFFIX)
     return path.suffix.lower() in image_suffixes() and not path.name.endswith(written) and path.is_file()
 
 
@@ -153,14 +159,17 @@ def load_proposals(source: Path, image: InputImage, shape: tuple[int, int]):
     return as_mask_stack(masks, shape)
 
 
-def write_image_outputs(out: Path, image: InputImage, micrograph, segmentation) -> None:
+def write_image_outputs(out: Path, image: InputImage, micrograph, segmentation,
+                        measurements=None) -> str:
     """:func:`samiam.outputs.write_outputs` under ``out / image.name``; creates the folders it
-    needs (so a run whose every image fails leaves none) and names I/O errors."""
+    needs (so a run whose every image fails leaves none) and names I/O errors. Returns the
+    outputs' name relative to ``out`` (``sub/x``, ``x.frame000``)."""
     from samiam.outputs import write_outputs
 
     try:
         frame = micrograph.name[len(image.path.stem):]  # ".frame000" for a stack's frames, else ""
-        write_outputs(out / image.name.parent, micrograph, segmentation, image.name.name + frame)
+        write_outputs(out / image.name.parent, micrograph, segmentation, image.name.name + frame, measurements)
+        return (image.name.parent / (image.name.name + frame)).as_posix()
     except OSError as error:
         raise SamiamError(f"cannot write its outputs into {out}: {error.strerror or error}") from None
 
@@ -177,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     from samiam.io import iter_micrographs
     from samiam.pipeline import Engine
+    from samiam.report import write_run_report
 
     settings = settings_from_args(args)
     if args.out.exists() and not args.out.is_dir():
@@ -187,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
                           f"(looked for {', '.join(sorted(image_suffixes()))})")
     engine = Engine(settings)
     failed = []
+    measured = []  # (output name, Measurements) with --report
     with logging_redirect_tqdm():  # log lines above the progress bar, not inside it
         for image in tqdm(images, desc="segment", unit="image"):
             try:
@@ -196,10 +207,19 @@ def run(args: argparse.Namespace) -> int:
                         segmentation = engine.boost(micrograph, masks)
                     else:
                         segmentation = engine.segment(micrograph)
-                    write_image_outputs(args.out, image, micrograph, segmentation)
+                    measurements = segmentation.measure() if args.report else None
+                    name = write_image_outputs(args.out, image, micrograph, segmentation, measurements)
+                    if measurements is not None:
+                        measured.append((name, measurements))
             except SamiamError as error:
                 failed.append(image)
                 tqdm.write(f"skipped {failure_line(image, error)}")
+    if measured:
+        try:
+            write_run_report(args.out, measured)
+        except OSError as error:
+            raise SamiamError(f"cannot write the run's measurements into {args.out}: "
+                              f"{error.strerror or error}") from None
     done = len(images) - len(failed)
     print(f"segmented {done} of {len(images)} images into {args.out}"
           + (f"; {len(failed)} failed: {', '.join(str(image.path) for image in failed)}" if failed else ""))
