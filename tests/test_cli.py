@@ -205,3 +205,20 @@ def test_log_lines_do_not_run_into_the_progress_bar(tmp_path):
     assert log_lines
     for line in log_lines:
         assert line.rsplit("\r", 1)[-1].startswith("INFO samiam.pipeline"), line
+
+
+def test_segment_report_writes_measurements_figure_and_summary(tmp_path):
+    out = tmp_path / "out"
+
+    assert main(["segment", str(SAMPLES / "moo3_nanoparticles_16bit.tiff"), "--out", str(out),
+                 "--report", *CLASSICAL]) == 0
+
+    document = json.loads((out / "moo3_nanoparticles_16bit.json").read_text())
+    measured = document["measurements"]["materials"]
+    assert len(measured) == len(document["materials"])
+    assert sum(m["area_fraction"] for m in measured) == pytest.approx(
+        (np.asarray(Image.open(out / "moo3_nanoparticles_16bit.labels.png")) > 0).mean(), abs=1e-6)
+    assert Image.open(out / "moo3_nanoparticles_16bit.report.png").size[0] > 0
+    with open(out / "measurements.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["image"] for row in rows} == {"moo3_nanoparticles_16bit"} and len(rows) == len(measured)
