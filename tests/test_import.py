@@ -314,3 +314,18 @@ def test_a_cached_prediction_is_checked_against_the_declared_size(tmp_path, lab,
                  if t["state"] == "failed"]
     assert failure["task"] == max(studio.tasks) and float(hits) == 1
     assert "is 68x68 pixels but the image annotators see is 67x68" in failure["reason"]
+
+
+def test_a_skipped_file_is_named_once_and_help_shows_plain_percent(tmp_path, capsys):
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    flat = folder / "flat.tif"
+    tifffile.imwrite(flat, np.full((64, 64), 7, np.uint16))
+
+    main(["import", str(folder), "--out", str(tmp_path / "out")])
+
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped")]
+    assert len(lines) == 1 and lines[0].count(str(flat)) == 1
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    assert "%%" not in capsys.readouterr().out

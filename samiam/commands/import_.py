@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from samiam.commands.segment import add_stack_argument, find_images
+from samiam.commands.segment import add_stack_argument, failure_line, find_images
 from samiam.errors import SamiamError
 
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
@@ -17,7 +17,7 @@ API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "import", help="turn a folder of micrographs into Label Studio tasks (and a project)",
-        description="Writes, per image, NAME.png (8-bit view, 0.5-99.5 %% stretch), NAME.tif (full-range "
+        description="Writes, per image, NAME.png (8-bit view, 0.5-99.5 % stretch), NAME.tif (full-range "
                     "float32, segmented by the backend) and a task in DIR/tasks.json, which Label Studio "
                     "imports as it is. With --label-studio it also creates the project (API key from "
                     f"${API_KEY_ENV}), adds the images and connects the backend.")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 pngs.append(views.png)
         except SamiamError as error:
             failed.append(path)
-            tqdm.write(f"skipped {path}: {error}")
+            tqdm.write(f"skipped {failure_line(path, error)}")
     (args.out / "tasks.json").write_text(json.dumps(tasks, indent=1, allow_nan=False))
     print(f"imported {len(files) - len(failed)} of {len(files)} files as {len(tasks)} tasks into "
           f"{args.out / 'tasks.json'}" + (f"; {len(failed)} failed: {', '.join(p.name for p in failed)}"

@@ -174,10 +174,10 @@ def write_image_outputs(out: Path, image: InputImage, micrograph, segmentation,
         raise SamiamError(f"cannot write its outputs into {out}: {error.strerror or error}") from None
 
 
-def failure_line(image: InputImage, error: SamiamError) -> str:
-    """``PATH: problem``, naming the image once (image errors already start with its path)."""
+def failure_line(path: Path, error: SamiamError) -> str:
+    """``PATH: problem``, naming the image at ``path`` once (image errors already start with it)."""
     message = str(error)
-    return message if message.startswith(f"{image.path}: ") else f"{image.path}: {message}"
+    return message if message.startswith(f"{path}: ") else f"{path}: {message}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                         measured.append((name, measurements))
             except SamiamError as error:
                 failed.append(image)
-                tqdm.write(f"skipped {failure_line(image, error)}")
+                tqdm.write(f"skipped {failure_line(image.path, error)}")
     if measured:
         try:
             write_run_report(args.out, measured)
