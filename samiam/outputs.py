@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from samiam.pipeline import Segmentation
 
 SUFFIXES = {"labels": ".labels.png", "overlay": ".overlay.png", "json": ".json"}
+REPORT_SUFFIX = ".report.png"
+"""File name ending of the per-image figure of ``--report`` (:mod:`samiam.report`); NAME comes before it."""
+SIZES_SUFFIX = ".sizes.png"
+"""File name ending of ``--report``'s per-material size histograms across images."""
 """File name endings of the outputs, by kind; NAME comes before them."""
 
 PALETTE = np.array([
@@ -77,7 +81,7 @@ def write_outputs(out_dir: Path, micrograph: Micrograph, segmentation: Segmentat
     paths["json"].write_text(json.dumps(summary(micrograph, segmentation, measurements), allow_nan=False,
                                         default=_to_json))
     if measurements is not None:
-        from samiam.report import REPORT_SUFFIX, write_report
+        from samiam.report import write_report
 
         paths["report"] = out_dir / f"{name}{REPORT_SUFFIX}"
         write_report(paths["report"], overlay, measurements, name)

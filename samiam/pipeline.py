@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,10 +27,12 @@ from samiam.booster.embedders import TextureEmbedder, make_embedder
 from samiam.booster.naming import check_naming, classify_masks, mode_for, name_materials
 from samiam.booster.prototypes import Prototypes
 from samiam.io import ImageSource, Micrograph, check_segmentable, load_micrograph
-from samiam.measure import Measurements, measure_materials
 from samiam.proposals import Proposer, make_proposer, tiled
 from samiam.scale import ImageScale, settings_for_image
 from samiam.settings import MeasureSettings, Settings
+
+if TYPE_CHECKING:
+    from samiam.measure import Measurements
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Segmentation:
     def measure(self, settings: MeasureSettings | None = None) -> Measurements:
         """Area fractions, particle sizes and layer thicknesses of the materials
         (:func:`samiam.measure.measure_materials`), in nm when the file states the pixel size."""
+        from samiam.measure import measure_materials
+
         return measure_materials(self.materials, self.pixel_size, self.pixel_unit, self.names, settings)
 
     @property

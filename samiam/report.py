@@ -24,12 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from samiam.measure import MaterialMeasurement, Measurements
-from samiam.outputs import PALETTE
+from samiam.outputs import PALETTE, SIZES_SUFFIX
 
-REPORT_SUFFIX = ".report.png"
-"""File name ending of the per-image figure; NAME comes before it."""
-SIZES_SUFFIX = ".sizes.png"
-"""File name ending of the per-material size histograms across images."""
 SUMMARY_CSV = "measurements.csv"
 CSV_COLUMNS = ("image", "material", "name", "kind", "area_fraction", "count", "median_diameter",
                "mean_thickness", "roughness", "unit")

@@ -118,8 +118,7 @@ def find_images(paths: list[Path]) -> list[InputImage]:
 
 def _is_image(path: Path) -> bool:
     """An image file to segment: a known image suffix, and not an image samiam segment wrote."""
-    from samiam.outputs import SUFFIXES
-    from samiam.report import REPORT_SUFFIX, SIZES_SUFFIX
+    from samiam.outputs import REPORT_SUFFIX, SIZES_SUFFIX, SUFFIXES
 
     written = (SUFFIXES["labels"], SUFFIXES["overlay"], REPORT_SUFFIX, SIZES_SUFFIX)
     return path.suffix.lower() in image_suffixes() and not path.name.endswith(written) and path.is_file()
