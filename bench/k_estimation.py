@@ -40,7 +40,7 @@ def prepared(seed: int, difficulty: int, size: int, settings: Settings):
     Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
     grey = load_micrograph(buffer.getvalue()).grey
     proposals = simulate_sam_proposals(scene, seed=seed)
-    masks = proposals[remove_masks(proposals, settings.removal).keep]
+    masks = proposals[remove_masks(proposals, grey, settings.removal).keep]
     overlap = (masks[:, None] & scene.materials[None]).sum(axis=(2, 3))
     visible = len(np.unique(overlap.argmax(axis=1)[overlap.max(axis=1) > 0]))
     return grey, masks, scene.materials, visible
@@ -53,7 +53,7 @@ def real_sample(settings: Settings):
     """(grey, kept classical proposals) of the one-material LSFO sample."""
     micrograph = load_micrograph(REAL_SAMPLE.read_bytes())
     proposals = make_proposer(dataclasses.replace(settings.proposals, proposer="classical")).propose(micrograph)
-    return micrograph.grey, proposals.masks[remove_masks(proposals.masks, settings.removal).keep]
+    return micrograph.grey, proposals.masks[remove_masks(proposals.masks, micrograph.grey, settings.removal).keep]
 
 
 def main() -> int:

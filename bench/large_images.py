@@ -81,9 +81,9 @@ def simulated_downscaled(materials: np.ndarray, seed: int) -> np.ndarray:
                      for m in masks]).reshape(-1, height, width)
 
 
-def simulated_tiled(materials: np.ndarray, seed: int, settings):
-    """``materials: (K, H, W) bool`` -> simulated SAM masks per tile, through the removal rules per
-    tile and merged across the seams as :func:`samiam.proposals.tiled.propose` does
+def simulated_tiled(materials: np.ndarray, grey: np.ndarray, seed: int, settings):
+    """``materials: (K, H, W) bool`` of the image ``grey: (H, W)`` -> simulated SAM masks per tile,
+    through the removal rules per tile and merged across the seams as :func:`samiam.proposals.tiled.propose` does
     (:class:`samiam.proposals.tiled.BoxMasks`); ``settings``: :class:`samiam.settings.Settings`."""
     from samiam.proposals import tiled
     from samiam.proposals.base import Proposals
@@ -99,7 +99,8 @@ def simulated_tiled(materials: np.ndarray, seed: int, settings):
                 yield Proposals.empty((y1 - y0, x1 - x0))
                 continue
             masks = simulate_sam_proposals(np.array(present), seed=seed * 1000 + t)
-            yield tiled.remove_per_tile(Proposals(masks, np.ones(len(masks), np.float32)), settings.removal)
+            yield tiled.remove_per_tile(Proposals(masks, np.ones(len(masks), np.float32)), grey[y0:y1, x0:x1],
+                                        settings.removal)
 
     return tiled.merge_across_seams(shape, boxes, per_tile(), settings.proposals.seam_iou)
 
@@ -124,7 +125,7 @@ def quality(image: Path, truth: Path, seed: int) -> list[dict]:
         print(rows[-1], flush=True)
 
     for name, simulate in (("downscaled", lambda: simulated_downscaled(materials, seed)),
-                           ("tiled", lambda: simulated_tiled(materials, seed, base).to_stack())):
+                           ("tiled", lambda: simulated_tiled(materials, micrograph.grey, seed, base).to_stack())):
         started = time.perf_counter()
         masks = simulate()
         simulated = time.perf_counter() - started
@@ -173,7 +174,7 @@ def peak(job: str, image: Path, truth: Path, seed: int) -> dict:
     if job == "classical":
         count = len(Engine(settings).segment(micrograph).proposals)
     elif job == "sim-SAM tiled":
-        merged = simulated_tiled(load_truth(truth), seed, settings)
+        merged = simulated_tiled(load_truth(truth), micrograph.grey, seed, settings)
         count = len(merged)
         Engine(settings).boost(micrograph, merged.to_stack(), merged.scores)
     seconds = time.perf_counter() - started

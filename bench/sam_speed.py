@@ -114,7 +114,7 @@ def main() -> None:
                     and np.array_equal(upstream.scores, proposals.scores) else "NO")
                 proposals = proposals if generate_s is not None else upstream
                 started = time.perf_counter()
-                removal = remove_masks(proposals.masks, base.removal)
+                removal = remove_masks(proposals.masks, micrograph.grey, base.removal)
                 removal_s = time.perf_counter() - started
                 kept = np.flatnonzero(removal.keep)
                 started = time.perf_counter()

@@ -150,7 +150,7 @@ class Engine:
         timings["scale_s"] = time.perf_counter() - started
         embedder = self.embedder_for(settings)
         started = time.perf_counter()
-        removal = remove_masks(masks, settings.removal)
+        removal = remove_masks(masks, micrograph.grey, settings.removal)
         timings["removal_s"] = time.perf_counter() - started
         started = time.perf_counter()
         kept = np.flatnonzero(removal.keep)

@@ -159,6 +159,23 @@ class RemovalSettings:
     nanoparticle cut out of its support) stays; 0.5 gave the same particles but kept noise
     islands in narrow gap bands, lowering synthetic d1 mIoU from 78 to 58 (bench/quality.py
     --quick)."""
+    population_contrast: float = 1.0
+    """A tiny child or island is distinct from its surroundings when its mean grey value lies at
+    least this many robust noise standard deviations of the ring around it (``island_ring``) above
+    (or below) the ring's median (:func:`samiam.booster.removal.ring_contrast`). Set on the tuning
+    half of ``shared/data/particles`` (Cu*, PtCo*, PtW3/5/7; per-box Otsu particle masks,
+    :mod:`samiam.box_proposals`) against noise islands made the same way in boxes placed off the
+    particles (``bench/booster_particles.py --contrast``): 1.0 keeps a median 96 % of the
+    particles' area (51-100 % per image) and passes a median 19 % of those noise islands; 0.75
+    keeps 98 % and passes 34 %, 1.5 keeps 89 % (36-100 %) and passes 5 %."""
+    population_spread: float = 10.0
+    """Members of a population are at most this many times as distinct as its median member
+    (far stronger ones, a hot pixel cluster, are not like the others). On the tuning half above
+    the strongest particle is at most 7.6 times the median (PtW7)."""
+    population_members: int = 10
+    """Fewest alike candidates that make a population (a material) instead of noise islands.
+    Not tuned on data: every image of the particles set holds at least 30 particles, and a handful
+    of noise islands of one sign must not become a material."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from samiam.settings import RemovalSettings
 _DEFAULTS = RemovalSettings()
 
 
-def oracle_remove(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> list:
-    """masks: (N, H, W) bool -> list of N reasons (None = kept)."""
+def oracle_remove(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS, grey: np.ndarray | None = None) -> list:
+    """masks: (N, H, W) bool, grey: (H, W) float (None: a constant image) -> list of N reasons
+    (None = kept)."""
     n = len(masks)
     height, width = masks.shape[1:] if masks.ndim == 3 else (0, 0)
     island_pixels = settings.island_area * (height * width) / 1024 ** 2
@@ -59,8 +60,54 @@ def oracle_remove(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> l
             surrounded = (band & others).sum() / band.sum() if band.sum() else 0.0
             if surrounded < settings.island_surrounded:
                 flags[i].add("island")
+    if grey is not None:
+        candidates = [("tiny_child" in f or "island" in f) and "redundant" not in f for f in flags]
+        for i, population in enumerate(oracle_populations(masks, grey, candidates, ring, settings)):
+            if population >= 0:
+                flags[i] -= {"tiny_child", "island"}
     priority = ["empty", "redundant", "tiny_child", "compound", "island"]
     return [next((r for r in priority if r in f), None) for f in flags]
+
+
+def oracle_populations(masks: np.ndarray, grey: np.ndarray, candidates: list, ring: int,
+                       settings: RemovalSettings = _DEFAULTS) -> list:
+    """The population rule, plainly: each candidate's contrast against its ring (other candidates
+    left out) in the ring's robust noise (at least the pixel noise of horizontal neighbours),
+    then per sign the distinct, alike candidates -> list of N population numbers (-1: none)."""
+    n = len(masks)
+    union = np.zeros(grey.shape, bool)
+    for i in range(n):
+        if candidates[i]:
+            union |= masks[i]
+    floor = 1.4826 * np.median(np.abs(grey[:, 1:] - grey[:, :-1])) / np.sqrt(2.0)
+    contrast = [0.0] * n
+    for i in range(n):
+        if not candidates[i]:
+            continue
+        band = binary_dilation(masks[i], np.ones((2 * ring + 1, 2 * ring + 1), bool)) & ~masks[i] & ~union
+        if not band.any():
+            continue
+        around = grey[band]
+        centre = np.median(around)
+        step = grey[masks[i]].mean() - centre
+        noise = max(1.4826 * np.median(np.abs(around - centre)), floor)
+        if noise > 0:
+            contrast[i] = step / noise
+        elif step != 0:
+            contrast[i] = np.inf if step > 0 else -np.inf
+    population = [-1] * n
+    number = 0
+    for sign in (1, -1):
+        distinct = [i for i in range(n) if candidates[i] and sign * contrast[i] >= settings.population_contrast]
+        if not distinct:
+            continue
+        typical = np.median([sign * contrast[i] for i in distinct])
+        alike = [i for i in distinct if sign * contrast[i] <= settings.population_spread * typical]
+        if len(alike) >= settings.population_members:
+            for i in alike:
+                population[i] = number
+            number += 1
+    return population
 
 
 def oracle_pair_seconds(masks: np.ndarray, pairs: int, seed: int = 0) -> float:

@@ -18,9 +18,18 @@ the thresholds of :class:`~samiam.settings.RemovalSettings`:
   removed (the paper's "island within a greater surrounding region that was not segmented";
   a particle cut out of its segmented support stays). A small mask that is a child is judged by the tiny-child rule.
 * **empty**: a mask without pixels is removed.
+* **population** (beyond the paper, issue #16): tiny children and islands that share an
+  intensity distinct from their surroundings are a material — nanoparticles, precipitates,
+  voids — and are kept. A candidate's contrast is its mean grey value minus the median of a
+  ring island_ring px wide around it (other candidates left out), in the ring's robust noise
+  (:func:`ring_contrast`). The candidates at least population_contrast bright (or dark), no
+  more than population_spread times the median contrast of those, are a population when there are
+  at least population_members of them (:func:`populations`). Noise islands still go: those
+  like their surroundings (weak contrast), unlike each other (either sign, or far stronger than
+  the others) or too few to be a population.
 
 Every rule is evaluated on the original set (removals do not cascade); the removed set is the
-union. Each removed mask gets one reason, by priority: empty, redundant, tiny_child,
+union, less the populations' members. Each removed mask gets one reason, by priority: empty, redundant, tiny_child,
 compound, island.
 """
 
@@ -32,11 +41,14 @@ import numpy as np
 
 from samiam import masks as masklib
 from samiam.booster.overlaps import pairwise_intersections
+from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import REFERENCE_SIDE, RemovalSettings, scale_to_image
 
 REASONS = ("empty", "redundant", "tiny_child", "compound", "island")
 """Removal reasons, in priority order (a mask removed by several rules gets the first)."""
 _DEFAULTS = RemovalSettings()
+ROBUST_SIGMA = 1.4826
+"""Median absolute deviation -> standard deviation, for normal noise."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +58,14 @@ class RemovalResult:
     keep: (N,) bool, True for the masks that survive.
     reasons: (N,) object, None for kept masks, else one of :data:`REASONS`.
     intersections: (N, N) int64, exact pairwise intersection pixel counts (diagonal = areas).
+    population: (N,) int64, the population each kept tiny child or island belongs to (0, 1: the
+        bright one first; see :func:`populations`), -1 for every other mask.
     """
 
     keep: np.ndarray
     reasons: np.ndarray
     intersections: np.ndarray
+    population: np.ndarray
 
 
 def island_area_pixels(settings: RemovalSettings, height: int, width: int) -> float:
@@ -68,6 +83,24 @@ def ring_width(settings: RemovalSettings, height: int, width: int) -> int:
     return max(1, round(scale_to_image(settings.island_ring, height, width)))
 
 
+def _bands(masks: np.ndarray, candidates: np.ndarray, ring: int):
+    """For each candidate mask i of ``masks: (N, H, W) bool`` (``candidates: (N,) bool``): ``i``,
+    the window (y0, y1, x0, x1) of its bounding box grown by ``ring``, its mask in that window and
+    the band around it there: (h, w) bool each, the mask dilated by a (2 ring + 1)² square, minus
+    the mask."""
+    import cv2
+
+    square = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
+    for i in np.flatnonzero(candidates):
+        (top, left, bottom, right), = masklib.bounding_boxes(masks[i:i + 1])  # a view, no copy
+        y0, y1 = max(top - ring, 0), min(bottom + ring, masks.shape[1])
+        x0, x1 = max(left - ring, 0), min(right + ring, masks.shape[2])
+        own = masks[i, y0:y1, x0:x1]
+        band = cv2.dilate(own.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0) \
+            .astype(bool) & ~own
+        yield i, (y0, y1, x0, x1), own, band
+
+
 def ring_coverage(masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.ndarray:
     """Fraction of a ``ring``-pixel band around each candidate mask covered by the other masks.
 
@@ -75,35 +108,99 @@ def ring_coverage(masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.nd
     where the band is empty). The band is the mask dilated by a (2 ring + 1)² square, minus the
     mask; only each candidate's bounding box (grown by ``ring``) is touched.
     """
-    import cv2
-
     coverage = np.zeros(len(masks))
-    square = np.ones((2 * ring + 1, 2 * ring + 1), np.uint8)
-    for i in np.flatnonzero(candidates):
-        (top, left, bottom, right), = masklib.bounding_boxes(masks[i:i + 1])  # a view, no copy
-        y0, y1 = max(top - ring, 0), min(bottom + ring, masks.shape[1])
-        x0, x1 = max(left - ring, 0), min(right + ring, masks.shape[2])
-        window = masks[:, y0:y1, x0:x1]
-        own = window[i]
-        band = cv2.dilate(own.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0) \
-            .astype(bool) & ~own
-        others = window.sum(axis=0, dtype=np.int32) > own  # some other mask covers the pixel
+    for i, (y0, y1, x0, x1), own, band in _bands(masks, candidates, ring):
+        others = masks[:, y0:y1, x0:x1].sum(axis=0, dtype=np.int32) > own  # another mask covers the pixel
         coverage[i] = (band & others).sum() / band.sum() if band.any() else 0.0
     return coverage
 
 
-def remove_masks(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> RemovalResult:
-    """Decide which proposals to drop, by the geometric rules above.
+def ring_contrast(grey: np.ndarray, masks: np.ndarray, candidates: np.ndarray, ring: int) -> np.ndarray:
+    """Contrast of each candidate mask against the ``ring``-pixel band around it, in the band's
+    robust noise: (mean of ``grey`` in the mask - median in the band) / (1.4826 x the band's median
+    absolute deviation, at least the image's :func:`pixel_noise`).
 
-    masks: (N, H, W) bool (N may be 0) -> :class:`RemovalResult`.
+    grey: (H, W) float; masks: (N, H, W) bool; candidates: (N,) bool -> (N,) float64, 0 where not a
+    candidate. The band (as in :func:`ring_coverage`) leaves out every candidate's pixels, so that
+    neighbouring particles do not count as surroundings; an empty band gives 0, a constant band
+    +-inf (0 when the mask has the band's value too).
+    """
+    contrast = np.zeros(len(masks))
+    if not candidates.any():
+        return contrast
+    others = masks[candidates].any(axis=0)
+    floor = pixel_noise(grey)
+    for i, (y0, y1, x0, x1), own, band in _bands(masks, candidates, ring):
+        window = grey[y0:y1, x0:x1]
+        around = window[band & ~others[y0:y1, x0:x1]]
+        if len(around) == 0:
+            continue
+        centre = np.median(around)
+        step = float(window[own].mean() - centre)
+        noise = max(ROBUST_SIGMA * float(np.median(np.abs(around - centre))), floor)
+        contrast[i] = step / noise if noise > 0 else (0.0 if step == 0 else np.copysign(np.inf, step))
+    return contrast
+
+
+def pixel_noise(grey: np.ndarray) -> float:
+    """Robust standard deviation of ``grey: (H, W)``'s pixel noise: 1.4826 x the median absolute
+    difference of horizontal neighbours, over sqrt(2) (texture smoother than a pixel cancels)."""
+    step = np.abs(np.diff(np.asarray(grey, np.float64), axis=1))
+    return ROBUST_SIGMA * float(np.median(step)) / np.sqrt(2.0) if step.size else 0.0
+
+
+def populations(contrast: np.ndarray, candidates: np.ndarray, settings: RemovalSettings) -> np.ndarray:
+    """Which candidates form a population (rule of the module docstring), from their
+    :func:`ring_contrast`.
+
+    contrast: (N,) float; candidates: (N,) bool -> (N,) int64, 0 for the members of the bright
+    population, 1 for those of the dark one (numbered in that order, only those that exist), -1
+    for every other mask.
+    """
+    population = np.full(len(contrast), -1, np.int64)
+    found = 0
+    for sign in (1.0, -1.0):
+        strength = sign * contrast
+        distinct = candidates & (strength >= settings.population_contrast)
+        if not distinct.any():
+            continue
+        typical = float(np.median(strength[distinct]))
+        alike = distinct & (strength <= settings.population_spread * typical)
+        if alike.sum() >= settings.population_members:
+            population[alike] = found
+            found += 1
+    return population
+
+
+def check_settings(settings: RemovalSettings) -> None:
+    """Raise :class:`~samiam.errors.SettingsError` naming every population setting out of range."""
+    problems = [f"removal.{name} must be {rule}; got {value!r}" for name, value, ok, rule in (
+        ("population_contrast", settings.population_contrast, settings.population_contrast > 0, "positive"),
+        ("population_spread", settings.population_spread, settings.population_spread >= 1, "at least 1"),
+        ("population_members", settings.population_members, settings.population_members >= 1, "at least 1"),
+    ) if not ok]
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def remove_masks(masks: np.ndarray, grey: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> RemovalResult:
+    """Decide which proposals to drop, by the geometric rules and the population rule above.
+
+    masks: (N, H, W) bool (N may be 0); grey: (H, W) float, the image they were proposed on (the
+    population rule reads it; a constant image makes no population) -> :class:`RemovalResult`.
 
     >>> m = np.zeros((3, 100, 100), bool)
     >>> m[0] = True; m[1, :50] = True; m[2, 50:] = True   # a parent and its two halves
-    >>> remove_masks(m).reasons.tolist()
+    >>> remove_masks(m, np.zeros((100, 100))).reasons.tolist()
     ['compound', None, None]
     """
+    check_settings(settings)
     masks = masklib.as_mask_stack(masks)
     n, height, width = masks.shape
+    grey = np.asarray(grey, np.float64)
+    if grey.shape != (height, width):
+        raise MaskSetError(f"the masks are {height}x{width} (HxW) but the image is "
+                           f"{'x'.join(map(str, grey.shape))}")
     inter = pairwise_intersections(masks)
     area = np.diagonal(inter).copy()
     related = (inter > 0) & ~np.eye(n, dtype=bool)  # [a, b]: parent candidate a, child b
@@ -119,15 +216,16 @@ def remove_masks(masks: np.ndarray, settings: RemovalSettings = _DEFAULTS) -> Re
     with np.errstate(divide="ignore", invalid="ignore"):
         cover = np.where(area > 0, covered / area, 0.0)
     small_orphan = (area > 0) & (area < island_area_pixels(settings, height, width)) & ~child.any(axis=0)
-    removed_by = (
-        area == 0,
-        (redundant & smaller).any(axis=0),
-        (child & (of_parent < settings.tiny_child)).any(axis=0),
-        cover > settings.compound_covered,
-        small_orphan & (ring_coverage(masks, small_orphan, ring_width(settings, height, width))
-                        < settings.island_surrounded),
-    )
+    ring = ring_width(settings, height, width)
+    tiny = (child & (of_parent < settings.tiny_child)).any(axis=0)
+    island = small_orphan & (ring_coverage(masks, small_orphan, ring) < settings.island_surrounded)
+    duplicate = (redundant & smaller).any(axis=0)
+    candidates = (tiny | island) & ~duplicate
+    population = populations(ring_contrast(grey, masks, candidates, ring), candidates, settings)
+    member = population >= 0
+    removed_by = (area == 0, duplicate, tiny & ~member, cover > settings.compound_covered, island & ~member)
     reasons = np.full(n, None, dtype=object)
     for reason, flagged in zip(reversed(REASONS), reversed(removed_by)):  # first reason wins
         reasons[flagged] = reason
-    return RemovalResult(keep=~np.any(removed_by, axis=0), reasons=reasons, intersections=inter)
+    return RemovalResult(keep=~np.any(removed_by, axis=0), reasons=reasons, intersections=inter,
+                         population=population)

@@ -126,18 +126,19 @@ def propose(proposer: Proposer, micrograph: Micrograph, settings: Settings) -> P
     if not uses_tiles(proposer, micrograph.shape, tiling):
         return proposer.propose(micrograph)
     boxes = tile_boxes(micrograph.shape, tiling.tile_size, tiling.tile_overlap)
-    per_tile = (remove_per_tile(proposer.propose(crop_micrograph(micrograph, box)), settings.removal)
-                for box in boxes)
+    tiles = (crop_micrograph(micrograph, box) for box in boxes)
+    per_tile = (remove_per_tile(proposer.propose(tile), tile.grey, settings.removal) for tile in tiles)
     merged = merge_across_seams(micrograph.shape, boxes, per_tile, tiling.seam_iou)
     log.info("%s: %d tiles of %d px -> %d proposals", micrograph.name, len(boxes), tiling.tile_size,
              len(merged))
     return Proposals(merged.to_stack(), merged.scores)
 
 
-def remove_per_tile(proposals: Proposals, settings: RemovalSettings) -> Proposals:
-    """A tile's proposals without those the paper's removal rules drop (Algorithm 1), judged in
-    the tile, which is the image SAM saw (sizes scale to the tile as to a whole image)."""
-    keep = remove_masks(proposals.masks, settings).keep
+def remove_per_tile(proposals: Proposals, grey: np.ndarray, settings: RemovalSettings) -> Proposals:
+    """A tile's proposals without those the booster's removal rules drop (Algorithm 1 and the
+    population rule), judged in the tile ``grey: (h, w)``, which is the image SAM saw (sizes scale
+    to the tile as to a whole image)."""
+    keep = remove_masks(proposals.masks, grey, settings).keep
     return Proposals(proposals.masks[keep], proposals.scores[keep])
 
 
