@@ -164,7 +164,8 @@ class Engine:
                                             embedder, settings)
             names = naming.names
         else:
-            merged = merge_masks(micrograph.grey, masks[kept], scores[kept], merging, embedder)
+            merged = merge_masks(micrograph.grey, masks[kept], scores[kept], merging, embedder,
+                                 removal.population[kept])
         timings["merging_s"] = time.perf_counter() - started
         if prototypes is not None and names is None:
             started = time.perf_counter()

@@ -15,6 +15,15 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    rest on the one or two lattice cells of a single enlarged square); these crops only *vote*,
    they do not shape the clusters (unless no mask has a grid crop). A smaller mask with no crop is an island: it is dropped
    (assignment -1).
+2b. **Populations.** The masks of one population (small masks that removal kept because they
+   stand out from their immediate surroundings with one sign, :func:`samiam.booster.removal.populations`:
+   nanoparticles, precipitates, voids) are one material of their own, whatever their crops: a
+   particle's evidence is its contrast against the support around it, which crops of the whole
+   image do not see (on real HAADF images the particles' mean is often the support's, which is
+   thicker in places). Only the other masks go through steps 1-5, and a given ``materials``
+   counts the populations' materials (at least one material is left for the other masks). A
+   particle's pixels go to its material, not to the support mask it lies in (step 6: the
+   smallest mask wins).
 3. **Features.** All crops are embedded in one batch; each feature column is z-scored over the
    image's grid crops and each of the embedder's blocks is scaled by 1/sqrt(its width), so that
    every block weighs the same.
@@ -77,7 +86,7 @@ from samiam import masks as masklib
 from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_crops, sample_crops
 from samiam.booster.embedders import TextureEmbedder, intensity_features
 from samiam.booster.grouping import StepTest, count_late_groups, group_masks
-from samiam.errors import SettingsError
+from samiam.errors import MaskSetError, SettingsError
 from samiam.settings import MergingSettings, scale_to_image
 
 MIN_CROP_SIDE = 8
@@ -146,15 +155,45 @@ def crop_side(settings: MergingSettings, height: int, width: int) -> int:
 
 
 def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
-                settings: MergingSettings, embedder: TextureEmbedder) -> MergeResult:
+                settings: MergingSettings, embedder: TextureEmbedder,
+                populations: np.ndarray | None = None) -> MergeResult:
     """Merge ``masks: (N, H, W) bool`` with proposal ``scores: (N,) float`` into materials by
     clustering the texture of their crops of ``grey: (H, W) float32`` (method: module docstring).
+    ``populations: (N,) int`` (:attr:`samiam.booster.removal.RemovalResult.population`, -1: in
+    none) makes the masks of each population one material (step 2b).
 
-    Raises :class:`~samiam.errors.MaskSetError` when the masks do not fit the image and
-    :class:`~samiam.errors.SettingsError` for merging settings out of range.
+    Raises :class:`~samiam.errors.MaskSetError` when the masks do not fit the image or
+    ``populations`` does not fit the masks, and :class:`~samiam.errors.SettingsError` for merging
+    settings out of range.
     """
     _check(settings)
     masks = masklib.as_mask_stack(masks, grey.shape)
+    n = len(masks)
+    population = np.full(n, -1, np.int64) if populations is None else np.asarray(populations, np.int64)
+    if population.shape != (n,):
+        raise MaskSetError(f"need one population number per mask ({n}); got shape {population.shape}")
+    numbers, member_of = np.unique(population, return_inverse=True)
+    member_of = member_of.ravel() - int((numbers < 0).any())  # 0.. for the populations present, -1: none
+    n_populations = int((numbers >= 0).sum())
+    single = member_of < 0
+    if settings.materials is not None:
+        settings = replace(settings, materials=max(settings.materials - n_populations, 1))
+    cluster, support, estimated = _cluster(grey, masks[single], settings, embedder)
+    everyone = np.full(n, -1, np.int64)
+    everyone[single] = cluster
+    first = int(cluster.max()) + 1 if len(cluster) else 0
+    everyone[~single] = first + member_of[~single]
+    agreement = np.ones(n)
+    agreement[single] = support
+    return _merge(masks, scores, everyone, agreement,
+                  None if estimated is None else estimated + n_populations)
+
+
+def _cluster(grey: np.ndarray, masks: np.ndarray, settings: MergingSettings,
+             embedder: TextureEmbedder) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Steps 1-5 of the module docstring for ``masks: (N, H, W) bool`` on ``grey: (H, W)``: the
+    cluster of each mask ``(N,) int64`` (-1: dropped), the fraction of its crops that agree
+    ``(N,) float64`` and K as estimated (None when ``settings.materials`` was given)."""
     n, h, w = masks.shape
     side = crop_side(settings, h, w)
     sample = sample_crops(masks, side, settings.crops_per_mask, settings.crop_inside,
@@ -166,8 +205,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     eligible = has_grid_crop | fallback
     n_eligible = int(eligible.sum())
     if n_eligible == 0:
-        return _merge(masks, scores, np.full(n, -1, np.int64), np.zeros(n),
-                      0 if settings.materials is None else None)
+        return np.full(n, -1, np.int64), np.zeros(n), 0 if settings.materials is None else None
 
     fit_rows = np.arange(len(owner)) < len(sample.boxes)
     if not fit_rows.any():
@@ -189,7 +227,7 @@ def merge_masks(grey: np.ndarray, masks: np.ndarray, scores: np.ndarray,
     else:
         kmeans = _fit_kmeans(features[fit_rows], k, settings.seed)
         cluster[eligible], support[eligible] = _vote(features, owner, kmeans, np.flatnonzero(eligible))
-    return _merge(masks, scores, cluster, support, estimated)
+    return cluster, support, estimated
 
 
 def _check(settings: MergingSettings) -> None:
