@@ -62,10 +62,10 @@ def box_proposals(grey: np.ndarray, boxes: np.ndarray) -> BoxProposals:
     (x0, y0, x1, y1 in px, as :func:`samiam.particle_metrics.yolo_boxes` gives them); see the
     module docstring. Raises ValueError when no box gives a particle mask."""
     grey = np.asarray(grey, np.float64)
-    pixel_boxes = _pixel_boxes(boxes, grey.shape)
-    bright = particles_are_bright(grey, pixel_boxes)
+    clipped = pixel_boxes(boxes, grey.shape)
+    bright = particles_are_bright(grey, clipped)
     oriented = grey if bright else -grey
-    particles = [mask for mask in (_particle_mask(oriented, box) for box in pixel_boxes)
+    particles = [mask for mask in (particle_mask(oriented, box) for box in clipped)
                  if mask.sum() >= MIN_PARTICLE_PIXELS]
     if not particles:
         raise ValueError("no box gave a particle mask")
@@ -93,7 +93,7 @@ def particles_are_bright(grey: np.ndarray, pixel_boxes: np.ndarray) -> bool:
     return bool(np.median(differences) > 0) if differences else True
 
 
-def _pixel_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def pixel_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``boxes: (B, 4)`` float (x0, y0, x1, y1) -> (B', 4) int64 clipped to the image, empty ones dropped."""
     h, w = shape
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -103,7 +103,7 @@ def _pixel_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]
 
 
-def _particle_mask(oriented: np.ndarray, box: np.ndarray) -> np.ndarray:
+def particle_mask(oriented: np.ndarray, box: np.ndarray) -> np.ndarray:
     """(H, W) bool: the part of ``box`` (x0, y0, x1, y1) above its Otsu threshold of
     ``oriented`` (particles bright), largest component, holes filled."""
     from skimage.filters import threshold_otsu
