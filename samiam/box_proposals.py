@@ -71,7 +71,7 @@ def box_proposals(grey: np.ndarray, boxes: np.ndarray) -> BoxProposals:
         raise ValueError("no box gave a particle mask")
     particles = np.stack(particles)
     union = particles.any(axis=0)
-    support = _support(oriented) | union
+    support = _support(oriented, union) | union
     vacuum = ~support
     proposals = np.concatenate([particles, support[None]] + ([vacuum[None]] if vacuum.any() else []))
     truth = np.stack([union, support & ~union] + ([vacuum] if vacuum.any() else []))
@@ -122,14 +122,18 @@ def particle_mask(oriented: np.ndarray, box: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _support(oriented: np.ndarray) -> np.ndarray:
-    """(H, W) bool: the support side of the smoothed image's Otsu split (``oriented``: particles,
-    and so the support against vacuum, bright), or everything when the other side is no vacuum."""
+def _support(oriented: np.ndarray, particles: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the support side of the Otsu split of ``oriented`` (particles, and so the
+    support against vacuum, bright) smoothed without the ``particles: (H, W) bool`` (normalised
+    convolution), or everything when the other side is no vacuum (:data:`VACUUM_CONTRAST`, measured
+    from the first percentile of the pixels outside the particles)."""
     from skimage.filters import threshold_otsu
 
-    smooth = ndimage.gaussian_filter(oriented, SUPPORT_SMOOTHING * max(oriented.shape))
+    sigma = SUPPORT_SMOOTHING * max(oriented.shape)
+    outside = (~particles).astype(np.float64)
+    smooth = ndimage.gaussian_filter(oriented * outside, sigma) / np.maximum(ndimage.gaussian_filter(outside, sigma), 1e-9)
     support = smooth > threshold_otsu(smooth)
-    floor = np.percentile(smooth, 1)
+    floor = np.percentile(oriented[~particles], 1)
     dark, light = smooth[~support].mean() - floor, smooth[support].mean() - floor
     if (~support).any() and dark <= (1 - VACUUM_CONTRAST) * light:
         return support

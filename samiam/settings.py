@@ -163,11 +163,12 @@ class RemovalSettings:
     """A tiny child or island is distinct from its surroundings when its mean grey value lies at
     least this many robust noise standard deviations of the ring around it (``island_ring``) above
     (or below) the ring's median (:func:`samiam.booster.removal.ring_contrast`). Set on the tuning
-    half of ``shared/data/particles`` (Cu*, PtCo*, PtW3/5/7; per-box Otsu particle masks,
+    half of ``shared/data/particles`` (Cu*, PtCo*, PtW*; per-box Otsu particle masks,
     :mod:`samiam.box_proposals`) against noise islands made the same way in boxes placed off the
-    particles (``bench/booster_particles.py --contrast``): 1.0 keeps a median 96 % of the
-    particles' area (51-100 % per image) and passes a median 19 % of those noise islands; 0.75
-    keeps 98 % and passes 34 %, 1.5 keeps 89 % (36-100 %) and passes 5 %."""
+    particles (``bench/booster_particles.py --contrast``, 15 images, 2048 px ones at 1024): 1.0
+    keeps a median 96 % of the particles' area (51-100 % per image) and passes a median 18 % of
+    those noise islands (the bright half of a box of support: a hard case); 0.75 keeps 99 % and
+    passes 28 %, 1.5 keeps 89 % (36-100 %) and passes 2 %."""
     population_spread: float = 10.0
     """Members of a population are at most this many times as distinct as its median member
     (far stronger ones, a hot pixel cluster, are not like the others). On the tuning half above
