@@ -1,4 +1,4 @@
-"""Mask removal by geometry: the paper's Algorithm 1, vectorised over all pairs.
+"""Mask removal by geometry, the paper's Algorithm 1 vectorised over all pairs, and by contrast: populations.
 
 For masks A (parent candidate) and B (child candidate) with intersection I = |A & B|, using
 the thresholds of :class:`~samiam.settings.RemovalSettings`:
@@ -18,23 +18,24 @@ the thresholds of :class:`~samiam.settings.RemovalSettings`:
   removed (the paper's "island within a greater surrounding region that was not segmented";
   a particle cut out of its segmented support stays). A small mask that is a child is judged by the tiny-child rule.
 * **empty**: a mask without pixels is removed.
-* **population** (beyond the paper, issue #16): tiny children and islands that share an
-  intensity distinct from their surroundings are a material — nanoparticles, precipitates,
-  voids — and are kept. A candidate's contrast is its mean grey value minus the median of a
-  ring island_ring px wide around it (other candidates left out), in the ring's robust noise
-  (:func:`ring_contrast`). The candidates at least population_contrast bright (or dark), no
+* **population** (beyond the paper, issue #16): tiny children and islands (not redundant ones)
+  that share an intensity distinct from their surroundings are a material — nanoparticles,
+  precipitates, voids — and are kept. A candidate's contrast is its mean grey value minus the
+  median of a ring island_ring px wide around it (other candidates left out), in the ring's
+  robust noise, at least the image's pixel noise (:func:`ring_contrast`). The candidates at least population_contrast bright (or dark), no
   more than population_spread times the median contrast of those, are a population when there are
   at least population_members of them (:func:`populations`). Noise islands still go: those
   like their surroundings (weak contrast), unlike each other (either sign, or far stronger than
   the others) or too few to be a population.
 
 Every rule is evaluated on the original set (removals do not cascade); the removed set is the
-union, less the populations' members. Each removed mask gets one reason, by priority: empty, redundant, tiny_child,
-compound, island.
+union, less the populations' members. Each removed mask gets one reason, by priority: empty,
+redundant, tiny_child, compound, island.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,8 @@ def ring_width(settings: RemovalSettings, height: int, width: int) -> int:
     return max(1, round(scale_to_image(settings.island_ring, height, width)))
 
 
-def _bands(masks: np.ndarray, candidates: np.ndarray, ring: int):
+def _bands(masks: np.ndarray, candidates: np.ndarray,
+           ring: int) -> Iterator[tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray]]:
     """For each candidate mask i of ``masks: (N, H, W) bool`` (``candidates: (N,) bool``): ``i``,
     the window (y0, y1, x0, x1) of its bounding box grown by ``ring``, its mask in that window and
     the band around it there: (h, w) bool each, the mask dilated by a (2 ring + 1)² square, minus
@@ -128,7 +130,7 @@ def ring_contrast(grey: np.ndarray, masks: np.ndarray, candidates: np.ndarray, r
     contrast = np.zeros(len(masks))
     if not candidates.any():
         return contrast
-    others = masks[candidates].any(axis=0)
+    others = np.any(masks, axis=0, where=candidates[:, None, None])  # no copy of the candidates' stack
     floor = pixel_noise(grey)
     for i, (y0, y1, x0, x1), own, band in _bands(masks, candidates, ring):
         window = grey[y0:y1, x0:x1]
