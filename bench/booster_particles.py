@@ -105,8 +105,11 @@ def report(rows: list[dict], command: str, seconds: float) -> str:
              "by polarity), the support (particles in it) and the vacuum, as SAM gives them "
              "(`samiam.box_proposals`); ground truth from the same masks. mIoU over particles, support "
              "and vacuum (as `bench/quality.py`), in %; particle IoU: the best material against the "
-             "particles' union; kept: share of particle masks the removal rules keep. Default settings; "
-             "images of 2048 px shrunk to 1024 px."), "",
+             "particles' union; kept: share of particle masks the removal rules keep (the population "
+             "rule; the paper's rules alone keep none: every particle is a tiny child of its support). "
+             "Polarity: HAADF, particles bright; BF, bright field, particles dark. Default settings; "
+             "images of 2048 px shrunk to 1024 px. Tuning half: Cu*, PtCo*, PtW*, where the population "
+             "rule's thresholds were set (`--contrast`); reporting half: the rest, never used to set one."), "",
              "| half | image | px | polarity | particles | kept | raw mIoU | boosted mIoU | particle IoU | materials | s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
