@@ -57,13 +57,17 @@ HALVES = {"tuning": TUNING_METALS, "reporting": REPORTING_METALS}
 QUICK_IMAGES = 2
 """Images per half in ``--quick`` runs (the first ones by name)."""
 METHODS = ("samiam", "blob_log")
-BLOB_LOG = {"min_sigma": 1.5, "max_sigma": 32.0, "num_sigma": 12, "log_scale": True,
+BLOB_LOG = {"min_sigma": 1.5, "max_sigma": 24.0, "num_sigma": 12, "log_scale": True,
             "threshold": 0.05, "overlap": 0.5}
 """Parameters of the ``blob_log`` baseline on the image in 0..1 (the stretched grey of
-:func:`samiam.io.load_micrograph`): sigmas from 1.5 px (a disc 4 px across, the smallest boxes)
-to 32 px (90 px across; larger particles are few, and a wider Laplacian costs seconds per
-scale), 12 scales spaced geometrically; ``threshold``: scikit-image's, on the scale-normalised
-Laplacian; blobs overlapping by more than half: the smaller goes."""
+:func:`samiam.io.load_micrograph`), shrunk to at most :data:`BLOB_SIDE` px: sigmas from 1.5 px
+(a disc 4 px across, the smallest boxes) to 24 px (68 px across), 12 scales spaced
+geometrically; ``threshold``: scikit-image's, on the scale-normalised Laplacian; of two blobs
+overlapping by more than half, the smaller goes."""
+BLOB_SIDE = 1024
+"""Larger images are shrunk (anti-aliased) to this longer side before ``blob_log`` and the blobs
+scaled back, as samiam gives its pixel lengths at the 1024 px reference: the particles of the
+2048² images are about twice as many px across, and at full size their noise makes blobs."""
 
 
 def metal(name: str) -> str:
@@ -103,14 +107,19 @@ def is_bright_field(grey: np.ndarray) -> bool:
 
 def blob_instances(grey: np.ndarray) -> np.ndarray:
     """The ``blob_log`` baseline on ``grey: (H, W) float`` -> ``(H, W) int32`` instances: one disc
-    of radius ``sigma * sqrt(2)`` per blob (smaller discs drawn over larger ones)."""
+    of radius ``sigma * sqrt(2)`` per blob (smaller discs drawn over larger ones), found on
+    ``grey`` inverted when :func:`is_bright_field` and shrunk to :data:`BLOB_SIDE`."""
     from skimage.draw import disk
     from skimage.feature import blob_log
+    from skimage.transform import resize
 
     image = np.clip(grey, 0, 1)
     if is_bright_field(image):
         image = 1 - image
-    blobs = blob_log(image, **BLOB_LOG)
+    shrink = min(1.0, BLOB_SIDE / max(image.shape))
+    if shrink < 1:
+        image = resize(image, [round(side * shrink) for side in image.shape], anti_aliasing=True)
+    blobs = blob_log(image, **BLOB_LOG) / shrink  # (y, x, sigma) in px of grey
     instances = np.zeros(grey.shape, np.int32)
     for label, (y, x, sigma) in enumerate(sorted(blobs, key=lambda blob: -blob[2]), start=1):
         instances[disk((y, x), sigma * math.sqrt(2), shape=grey.shape)] = label
@@ -206,7 +215,7 @@ def report(rows: list[dict], settings_line: str, command: str, minutes: float, w
         "equivalent-circle diameters (region: √(4 area / π); box: √(w h)). Seconds: the method alone "
         "per image. The `blob_log` baseline: `skimage.feature.blob_log` with "
         + ", ".join(f"{k}={v}" for k, v in BLOB_LOG.items())
-        + " on the stretched image (0..1), inverted when its intensity skewness is negative (bright "
+        + f" on the stretched image (0..1) shrunk to at most {BLOB_SIDE} px (blobs scaled back), inverted when its intensity skewness is negative (bright "
         "field: dark particles; this names exactly the 6 bright-field images).", "",
         "Pooled over each half:", ""]
     lines += table(summary)
