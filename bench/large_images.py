@@ -38,10 +38,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_settings import bench_settings, describe
 from sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
+CLASSICAL = {"proposals.proposer": "classical"}
+"""The settings every run uses: samiam's defaults (not the environment's) with the classical proposer."""
 DOWNSCALED_SIDE = 1024
 """The side SAM's image encoder sees."""
 DIFFICULTY = 2
@@ -111,11 +114,10 @@ def quality(image: Path, truth: Path, seed: int) -> list[dict]:
     from samiam.metrics import score_image
     from samiam.pipeline import Engine
     from samiam.proposals import tiled
-    from samiam.settings import Settings
 
     materials = load_truth(truth)
     micrograph = load_micrograph(image)
-    base = Settings.from_env().replace({"proposals.proposer": "classical"})
+    base = bench_settings(CLASSICAL)
     rows = []
 
     def row(method: str, masks: np.ndarray, seconds: float, proposals: int) -> None:
@@ -165,9 +167,8 @@ def peak(job: str, image: Path, truth: Path, seed: int) -> dict:
     """One worker's work on one image in a fresh process: its wall time and RSS high-water mark."""
     from samiam.io import load_micrograph
     from samiam.pipeline import Engine
-    from samiam.settings import Settings
 
-    settings = Settings.from_env().replace({"proposals.proposer": "classical"})
+    settings = bench_settings(CLASSICAL)
     started = time.perf_counter()
     micrograph = load_micrograph(image)
     count = None
@@ -235,6 +236,7 @@ def main() -> None:
         stop_above(RSS_LIMIT_GIB, job)
         print(json.dumps(peak(job, Path(image), Path(truth), int(seed))))
         return
+    print(describe(bench_settings(CLASSICAL)), flush=True)
     started = time.perf_counter()
     quality_rows, peaks = [], []
     with tempfile.TemporaryDirectory() as directory:

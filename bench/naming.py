@@ -37,10 +37,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_settings import bench_settings, describe
 from sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
+CLASSICAL = {"proposals.proposer": "classical"}
+"""The settings every run uses: samiam's defaults (not the environment's) with the classical proposer."""
 CHART = REPO / "docs" / "img" / "naming.png"
 CORRECTED = (0, 1, 2, 5, 10)
 PROPOSERS = ("sim-SAM", "classical")
@@ -83,12 +86,11 @@ def run_series(job: tuple[int, int, int, int, int]) -> list[dict]:
     difficulty, seed, size, length, n_test = job
     from samiam.booster.prototypes import Prototypes, update
     from samiam.pipeline import Engine
-    from samiam.settings import Settings
     from samiam.synth import simulate_sam_proposals
     from samiam.synth.series import generate_series
 
     scenes = generate_series(seed, difficulty, length, size)
-    base = Settings.from_env().replace({"proposals.proposer": "classical"})
+    base = bench_settings(CLASSICAL)
     engine = Engine(base)
     learned = {0: Prototypes.empty(engine.embedder)}
     prototypes = learned[0]
@@ -204,6 +206,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md and docs/img/")
     args = parser.parse_args()
+    print(describe(bench_settings(CLASSICAL)), flush=True)
     if args.length - args.test < max(CORRECTED):
         parser.error(f"--length must leave {max(CORRECTED)} images to learn from before the --test ones")
     started = time.perf_counter()

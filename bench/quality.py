@@ -19,6 +19,11 @@ with ``--write`` replaces the "Quality" section of ``docs/benchmarks.md`` and wr
 to ``docs/img/``. ``--quick`` runs 3 small images per class; ``--methods classical --classes 2``
 runs only the classical rows on difficulty 2 (for tuning, with ``--first-seed 200``).
 
+Seeds (``bench/seeds.py``): the evaluation range 1000..1019 by default (``--quick``: 1000..1002),
+on which no threshold was tuned; tune with ``--first-seed`` in the tuning range (0..999).
+Settings: samiam's defaults with the classical proposer, never ``SAMIAM_*`` environment
+variables; ``--set section.field=value`` changes one (not with ``--write``).
+
     python bench/quality.py --write            # 20 images per class at 1024 x 1024
 """
 
@@ -34,7 +39,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_settings import add_set_option, bench_settings, describe, overrides
 from sections import write_section
+from seeds import EVALUATION_SEEDS, QUICK_EVALUATION_SEEDS, TUNING_SEEDS, seed_range
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -49,16 +56,16 @@ def methods() -> list[str]:
 BASELINES = ["baseline block-hist K known", "baseline local-FFT K known"]
 
 
-def score_one(job: tuple[int, int, int, tuple[str, ...]]) -> list[dict]:
-    """The ``wanted`` methods on one scene: a list of rows (method, image, difficulty, metrics, K found)."""
-    difficulty, seed, size, wanted = job
+def score_one(job: tuple[int, int, int, tuple[str, ...], tuple[tuple[str, str], ...]]) -> list[dict]:
+    """The ``wanted`` methods on one scene with the settings ``changes`` from :func:`base_settings`:
+    a list of rows (method, image, difficulty, metrics, K found)."""
+    difficulty, seed, size, wanted, changes = job
     from baselines import block_histogram_kmeans, local_descriptor_kmeans
     from PIL import Image
 
     from samiam.io import load_micrograph
     from samiam.metrics import score_image
     from samiam.pipeline import Engine
-    from samiam.settings import Settings
     from samiam.synth import generate_scene, simulate_sam_proposals
 
     scene = generate_scene(seed=seed, difficulty=difficulty, size=size)
@@ -66,7 +73,7 @@ def score_one(job: tuple[int, int, int, tuple[str, ...]]) -> list[dict]:
     Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
     micrograph = load_micrograph(buffer.getvalue())  # the 8-bit file a user would give samiam
     true_k = len(scene.names)
-    base = Settings.from_env().replace({"proposals.proposer": "classical"})  # SAMIAM_* env overrides apply
+    base = base_settings(dict(changes))
     known = base.replace({"merging.materials": true_k})
     outputs = {}
     if any(m.startswith("sim-SAM") for m in wanted):
@@ -90,10 +97,17 @@ def score_one(job: tuple[int, int, int, tuple[str, ...]]) -> list[dict]:
             for method, masks in outputs.items() if method in wanted]
 
 
-def run(n: int, size: int, workers: int, first_seed: int = 0, wanted: tuple[str, ...] | None = None,
-        difficulties: tuple[int, ...] = (1, 2, 3)) -> list[dict]:
+def base_settings(changes: dict[str, str]):
+    """samiam's defaults (not the environment's) with the classical proposer and ``changes``."""
+    return bench_settings({"proposals.proposer": "classical", **changes})
+
+
+def run(n: int, size: int, workers: int, first_seed: int = EVALUATION_SEEDS.start,
+        wanted: tuple[str, ...] | None = None, difficulties: tuple[int, ...] = (1, 2, 3),
+        changes: dict[str, str] | None = None) -> list[dict]:
     wanted = tuple(methods()) if wanted is None else wanted
-    jobs = [(d, seed, size, wanted) for d in difficulties for seed in range(first_seed, first_seed + n)]
+    changes = tuple((changes or {}).items())
+    jobs = [(d, seed, size, wanted, changes) for d in difficulties for seed in range(first_seed, first_seed + n)]
     with ProcessPoolExecutor(workers) as pool:
         return [row for rows in pool.map(score_one, jobs) for row in rows]
 
@@ -108,7 +122,8 @@ def k_accuracy(rows: list[dict]) -> dict[str, float]:
     return result
 
 
-def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path], command: str) -> str:
+def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Path], command: str,
+           seeds: range, settings_line: str) -> str:
     from samiam.evaluate import Evaluation, format_table
     from samiam.metrics import METRICS, summarize
 
@@ -118,8 +133,8 @@ def report(rows: list[dict], n: int, size: int, seconds: float, charts: list[Pat
     evaluation = Evaluation(rows=rows, summary=summary, missing={}, unmatched={}, metrics=METRICS)
     lines = [(f"Measured {time.strftime('%Y-%m-%d')} on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU) with "
-             f"`{command}`: {n} images per difficulty class, {size}x{size}, "
-             f"{seconds / 60:.1f} min."), "",
+             f"`{command}`: {n} images per difficulty class, {size}x{size}, seeds {seed_range(seeds)} "
+             f"({seeds_kind(seeds)}), {seconds / 60:.1f} min; {settings_line}."), "",
              ("Mean over images of the per-image metrics (docs/metrics.md), in %; FPR is an IoU-weighted "
              "count of superfluous masks (lower is better)."), ""]
     lines += ["| method | class | mIoU | recall | precision | F1 | boundary IoU | FPR | PQ |",
@@ -140,24 +155,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="images per difficulty class")
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="seeds first_seed..first_seed+n-1; 0.. are the evaluation seeds, tune on others (100.., 200..)")
+    parser.add_argument("--first-seed", type=int, default=None,
+                        help=f"seeds first_seed..first_seed+n-1; default: the evaluation seeds "
+                             f"{seed_range(EVALUATION_SEEDS)} ({seed_range(QUICK_EVALUATION_SEEDS)} with --quick); "
+                             f"tune on seeds in {seed_range(TUNING_SEEDS)} only")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--methods", nargs="+", default=None, metavar="PREFIX",
                         help="only the methods whose names start with one of these (e.g. classical)")
     parser.add_argument("--classes", type=int, nargs="+", default=[1, 2, 3], help="difficulty classes")
     parser.add_argument("--quick", action="store_true", help="3 images per class at 512 px")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md and docs/img/")
+    add_set_option(parser)
     args = parser.parse_args()
+    changes = overrides(args.set, parser)
     if args.quick:
-        args.n, args.size = 3, 512
-    if args.write and args.first_seed:
-        parser.error("--write records the evaluation seeds 0..n-1: leave --first-seed at 0")
-    if args.write and (args.methods or args.classes != [1, 2, 3]):
-        parser.error("--write records every method and class: leave --methods and --classes out")
+        args.n, args.size = len(QUICK_EVALUATION_SEEDS), 512
+    if args.first_seed is None:
+        args.first_seed = EVALUATION_SEEDS.start
+    seeds = range(args.first_seed, args.first_seed + args.n)
+    if args.write and (seeds.start != EVALUATION_SEEDS.start or seeds.stop > EVALUATION_SEEDS.stop):
+        parser.error(f"--write records the evaluation seeds {seed_range(EVALUATION_SEEDS)}: leave "
+                     f"--first-seed out and --n at most {len(EVALUATION_SEEDS)}")
+    if args.write and (args.methods or args.classes != [1, 2, 3] or changes):
+        parser.error("--write records every method and class with default settings: leave --methods, "
+                     "--classes and --set out")
+    settings_line = describe(base_settings(changes))
+    print(f"seeds {seed_range(seeds)} ({seeds_kind(seeds)}); {settings_line}", flush=True)
     wanted = tuple(m for m in methods() if args.methods is None or m.startswith(tuple(args.methods)))
     started = time.perf_counter()
-    rows = run(args.n, args.size, args.workers, args.first_seed, wanted, tuple(args.classes))
+    rows = run(args.n, args.size, args.workers, args.first_seed, wanted, tuple(args.classes), changes)
     seconds = time.perf_counter() - started
     charts = []
     if args.write:
@@ -172,10 +198,19 @@ def main() -> None:
         img.mkdir(parents=True, exist_ok=True)
         for path in plot_summary(Evaluation(picked, summary, {}, {}, METRICS), img):
             charts.append(path.rename(img / f"quality-{path.name}"))
-    text = report(rows, args.n, args.size, seconds, charts, "python bench/quality.py " + " ".join(sys.argv[1:]))
+    text = report(rows, args.n, args.size, seconds, charts, "python bench/quality.py " + " ".join(sys.argv[1:]),
+                  seeds, settings_line)
     print(text)
     if args.write:
         write_section(DOCS, "quality", "Quality on synthetic micrographs", text)
+
+
+def seeds_kind(seeds: range) -> str:
+    """Which range of ``bench/seeds.py`` all of ``seeds`` lie in."""
+    for name, known in (("evaluation seeds", EVALUATION_SEEDS), ("tuning seeds", TUNING_SEEDS)):
+        if known.start <= seeds.start and seeds.stop <= known.stop:
+            return name
+    return "not all of one range"
 
 
 def default_embedder() -> str:

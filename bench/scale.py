@@ -41,10 +41,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from bench_settings import bench_settings, describe
 from sections import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "benchmarks.md"
+CLASSICAL = {"proposals.proposer": "classical"}
+"""The settings every run uses: samiam's defaults (not the environment's) with the classical proposer."""
 MAGNIFICATIONS = (1, 2)
 CASES = {"narrow field": ({"layers_within": 0.5}, {"layers_within": 0.5, "zoom": 2}),
          "finer sampling": ({}, {"sampling": 2})}
@@ -63,7 +66,6 @@ def score_one(job: tuple[str, int, int, int, int, tuple[str, ...]]) -> list[dict
     from samiam.io import load_micrograph
     from samiam.metrics import score_image
     from samiam.pipeline import Engine
-    from samiam.settings import Settings
     from samiam.synth import generate_scene, simulate_sam_proposals
 
     options = CASES[case][MAGNIFICATIONS.index(magnification)]
@@ -72,7 +74,7 @@ def score_one(job: tuple[str, int, int, int, int, tuple[str, ...]]) -> list[dict
     Image.fromarray(np.round(scene.image * 255).astype(np.uint8)).save(buffer, "PNG")
     plain = load_micrograph(buffer.getvalue())  # the 8-bit file a user would give samiam
     calibrated = replace(plain, pixel_size=scene.pixel_nm, pixel_unit="nm")
-    base = Settings.from_env().replace({"proposals.proposer": "classical"})
+    base = bench_settings(CLASSICAL)
     physical = base.replace({"image.scale": "physical"})
     runs = {"reference": (base.replace({"image.scale": "reference"}), plain),
             "physical, file": (physical, calibrated), "physical, lattice": (physical, plain)}
@@ -212,6 +214,7 @@ def main() -> None:
     parser.add_argument("--from-rows", type=Path, nargs="+",
                         help="report rows written by earlier runs (--rows) instead of measuring")
     args = parser.parse_args()
+    print(describe(bench_settings(CLASSICAL)), flush=True)
     command = "python bench/scale.py " + " ".join(sys.argv[1:])
     if args.from_rows:
         rows = [row for path in args.from_rows for row in json.loads(path.read_text())

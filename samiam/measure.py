@@ -21,6 +21,9 @@ Every material gets its area fraction of the image and one of three kinds
   about 0.3 px on a straight tilted band, from the same steps).
 * ``region``: anything else (a matrix, a substrate cut by the border): area fraction only.
 
+A particle material's particles one by one (:func:`particle_instances`): the kept proposals
+assigned to it, each clipped to the material, so that touching particles proposed apart stay apart.
+
 Lengths are in nm when the pixel size is known (any unit :data:`samiam.scale.NM_PER_UNIT`
 knows: pm, Å, nm, µm, ...), else in px.
 
@@ -39,8 +42,10 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage.measure import label as label_regions
 from skimage.measure import regionprops
 
+from samiam import masks as masklib
 from samiam.calibration import normalise_unit
 from samiam.scale import pixel_nm
 from samiam.settings import MeasureSettings
@@ -183,6 +188,38 @@ def measure_particles(mask: np.ndarray, settings: MeasureSettings | None = None)
                     or region.bbox[3] == width for region in regions])
     diameters = 2 * np.sqrt(areas[~cut] / np.pi)
     return Particles(count=int((~cut).sum()), edge_cut=int(cut.sum()), diameters=distribution(diameters))
+
+
+def particle_instances(materials: np.ndarray, proposals: np.ndarray, assignment: np.ndarray,
+                       settings: MeasureSettings | None = None) -> np.ndarray:
+    """One label per particle of the particle materials -> ``(H, W) int32`` (0: no particle,
+    1..P in no particular order).
+
+    ``materials: (K, H, W) bool`` (disjoint), ``proposals: (N, H, W) bool`` and ``assignment:
+    (N,) int`` (material index of each proposal, -1 when removed), as in
+    :class:`samiam.pipeline.Segmentation`. For each material that :func:`measure_particles`
+    takes for particles, each proposal assigned to it, clipped to the material (where proposals
+    overlap the smaller one wins, as when the materials were made), is a particle; a clipped
+    proposal in several 8-connected pieces is one particle per piece, and pieces smaller than
+    ``settings.min_particle_px`` are specks, left out as :func:`measure_particles` leaves them out.
+    """
+    materials = np.asarray(materials, bool)
+    assignment = np.asarray(assignment, np.int64)
+    if materials.ndim != 3 or np.shape(proposals)[1:] != materials.shape[1:] or len(assignment) != len(proposals):
+        raise ValueError(f"need materials (K, H, W), proposals (N, H, W) and assignment (N,) of one image; "
+                         f"got {materials.shape}, {np.shape(proposals)} and {assignment.shape}")
+    settings = settings or MeasureSettings()
+    particle_materials = [k for k, mask in enumerate(materials) if measure_particles(mask, settings) is not None]
+    chosen = np.flatnonzero(np.isin(assignment, particle_materials))
+    owner = masklib.to_label_map(np.asarray(proposals, bool)[chosen]).astype(np.int64)  # 0: none, i+1: chosen[i]
+    material = masklib.to_label_map(materials).astype(np.int64) - 1  # -1: no material
+    owner[material != np.append(-1, assignment[chosen])[owner]] = 0  # clipped to its own material
+    pieces = label_regions(owner, background=0, connectivity=2)
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    kept = sizes >= settings.min_particle_px
+    renumber = np.where(kept, np.cumsum(kept), 0).astype(np.int32)
+    return renumber[pieces]
 
 
 def distribution(values: np.ndarray) -> Distribution | None:

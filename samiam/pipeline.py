@@ -79,6 +79,13 @@ class Segmentation:
 
         return measure_materials(self.materials, self.pixel_size, self.pixel_unit, self.names, settings)
 
+    def particle_instances(self, settings: MeasureSettings | None = None) -> np.ndarray:
+        """(H, W) int32, one label per particle of the particle materials (0: none;
+        :func:`samiam.measure.particle_instances`)."""
+        from samiam.measure import particle_instances
+
+        return particle_instances(self.materials, self.proposals, self.assignment, settings)
+
     @property
     def score(self) -> float:
         """Overall confidence: area-weighted mean of the material scores (0 when empty)."""

@@ -12,6 +12,11 @@ Lengths on the specimen (crop side, island area and ring) are given twice: in na
 (:mod:`samiam.scale`: the file's pixel size, else the lattice period from the power spectrum),
 and in pixels for a *reference* image side of 1024 px, as in the paper, scaled with
 :func:`scale_to_image` (``image.scale`` ``reference``, and images of unknown scale).
+
+Each threshold's docstring names the data that set it: the paper, synthetic *tuning* seeds
+(``bench/seeds.py``: 0..999; the published synthetic numbers come from the evaluation seeds
+1000..1019, on which nothing may be tuned), the samples, the tuning half of
+``shared/data/particles`` (``bench/particles.py``; never its reporting half), or "not tuned".
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ def scale_to_image(pixels_at_reference: float, height: int, width: int) -> float
 @dataclass(frozen=True)
 class ImageSettings:
     max_pixels: int = 8192 * 8192
-    """Refuse images with more pixels than this (decompression-bomb guard)."""
+    """Refuse images with more pixels than this (decompression-bomb guard). A guard, not tuned."""
     stretch_percentiles: tuple[float, float] = (0.5, 99.5)
-    """Percentiles mapped to 0 and 255 in the uint8 copy given to SAM."""
+    """Percentiles mapped to 0 and 255 in the uint8 copy given to SAM. Not tuned: a usual display
+    stretch."""
     scale: str = "reference"
     """How the booster's lengths (crop side, island area and ring) become pixels: ``physical``
     converts the nm settings with the image's scale (the file's pixel size, else the lattice
@@ -52,11 +58,13 @@ class ImageSettings:
     pixels) found neither rule dropping at 2x beyond the per-scene spread, and ``physical`` not
     better than ``reference`` (near-identical materials mixed up on a few scenes where the crop
     grew to ``merging.crop_min_nm``), so the rule the K estimator's thresholds were tuned with
-    stays the default."""
+    stays the default. Data: synthetic tuning seeds 100..115, 200..215 and 400..415
+    (bench/seeds.py)."""
     period_nm: float = 0.28
     """Spacing in nm taken for the strongest lattice fringes when the file states no pixel size
     (``scale`` physical): perovskites' {110} fringes, a / sqrt(2) for a = 0.39-0.40 nm, the
-    strongest in [001] projection. ``merging.crop_nm / period_nm`` is the crop side in fringes."""
+    strongest in [001] projection. ``merging.crop_nm / period_nm`` is the crop side in fringes. From
+    the crystallography of perovskites, not tuned."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +80,17 @@ class ProposalSettings:
     device: str = "auto"
     """``auto`` picks CUDA when available, else CPU."""
     points_per_side: int = 16
+    """The paper's SAM+ setting (16 x 16 prompts), as are the other SAM knobs below."""
     points_per_batch: int = 64
     pred_iou_thresh: float = 0.88
+    """The paper's (SAM's automatic mask generator default)."""
     stability_score_thresh: float = 0.92
+    """The paper's (SAM's automatic mask generator default)."""
     crop_n_layers: int = 1
     crop_n_points_downscale_factor: int = 2
     min_mask_region_area: int = 0
-    """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job."""
+    """SAM's own small-region clean-up (needs OpenCV); the booster's island rule does this job. The
+    paper's (off)."""
     tiling: str = "off"
     """Propose per overlapping tile (:mod:`samiam.proposals.tiled`) instead of on the whole image:
     ``on``, ``off``, or ``auto``: tiles for SAM when the image is larger than one tile (SAM
@@ -87,44 +99,53 @@ class ProposalSettings:
     failures simulated per tile and merged across seams scored below one downscaled view after
     the booster, the classical proposer lost nothing untiled, and both stay under 6 GB at 8192 px
     untiled; the simulation cannot show what SAM gains from seeing atoms at full resolution, so
-    try ``auto`` with a real checkpoint."""
+    try ``auto`` with a real checkpoint. Data: synthetic tuning seed 0 (4096 and 8192 px)."""
     tile_size: int = 1024
-    """Side of a square tile in px (SAM's own input side); tiles at the image's edge are as large."""
+    """Side of a square tile in px (SAM's own input side); tiles at the image's edge are as large.
+    Not tuned: SAM's input side."""
     tile_overlap: int = 128
-    """Least overlap of neighbouring tiles in px; masks are matched across a seam inside it."""
+    """Least overlap of neighbouring tiles in px; masks are matched across a seam inside it. Not
+    tuned (tests/test_tiled.py checks seams on hand-made masks)."""
     seam_iou: float = 0.5
     """Two masks of neighbouring tiles are one region when the parts of them inside their tiles'
-    overlap have at least this IoU; each mask is matched with at most one of the other tile."""
+    overlap have at least this IoU; each mask is matched with at most one of the other tile. Not
+    tuned (tests/test_tiled.py checks seams on hand-made masks)."""
     classical_segments: int = 48
     """Seeds of the weight-free proposer's regular watershed grid, per image (areas fenced in by a
-    texture edge that no grid seed reaches get a seed of their own), before merging."""
+    texture edge that no grid seed reaches get a seed of their own), before merging. Set by hand on
+    synthetic tuning seeds 100..115 (512 and 1024 px)."""
     classical_window: float = 1.0
     """Gaussian sigma of the classical proposer's texture window, in lattice periods (the period is
-    estimated from the image's power spectrum)."""
+    estimated from the image's power spectrum). Data: synthetic tuning seeds 100..115 (1024 px)."""
     classical_merge_t2: float = 20.0
     """Adjacent superpixels are merged while the mean, over their texture features, of the squared
     Welch t statistic of their difference is below this; each region counts one independent
-    sample per texture-window area (4 pi sigma^2)."""
+    sample per texture-window area (4 pi sigma^2). Data: synthetic tuning seeds 100..115 (1024 px)."""
     classical_vacuum_level: float = 0.03
     """Vacuum is left out of the classical proposals: connected areas, at least a texture window
     large, where the intensity (smoothed over half a lattice period, in the image's stretched
-    0..1 range) is below this. Z-contrast (HAADF, ADF) convention: vacuum is dark. 0 turns it off."""
+    0..1 range) is below this. Z-contrast (HAADF, ADF) convention: vacuum is dark. 0 turns it off.
+    Set by hand on synthetic tuning seeds 100..115 and 200..289 (512 and 1024 px)."""
     classical_gap_depth: float = 0.3
     """Thin dark bands along interfaces (gaps) are left out of the classical proposals: long thin
     valleys of the smoothed intensity deeper than this fraction of their surroundings (see
-    ``samiam/proposals/unlabelled.py``). Above 1 turns it off."""
+    ``samiam/proposals/unlabelled.py``). Above 1 turns it off. Set by hand on synthetic tuning seeds
+    100..115 and 200..289 (512 and 1024 px)."""
     classical_work_side: int = 512
-    """The classical proposer segments its texture maps downsampled to at most this many px per side."""
+    """The classical proposer segments its texture maps downsampled to at most this many px per
+    side. Not tuned: a bound on the work (bench/classical_speed.py)."""
     classical_max_window: float = 30.0
     """Largest Gaussian sigma of the classical proposer's texture window, in px at the 1024 px
     reference (scaled to the image like ``MergingSettings.crop_size``; half the booster's 60 px
     crop, so textures are not averaged over more than the booster compares). Images without a
-    lattice (no peak in the power spectrum) use this window."""
+    lattice (no peak in the power spectrum) use this window. Set from the booster's crop and checked
+    on the MoO3 sample (samples/), not tuned on seeds."""
     classical_blob_contrast: float = 5.0
     """In an image without a lattice, a compact spot smaller than the texture window (a
     particle, a void) becomes a proposal of its own when its intensity, smoothed over half the
     window's period, differs from the local mean (over the window) by more than this many
-    robust standard deviations of that difference."""
+    robust standard deviations of that difference. Set by hand on the MoO3 sample (samples/) and the
+    particle scenes of tests/test_proposals_classical.py; not on shared/data/particles."""
 
 
 @dataclass(frozen=True)
@@ -132,33 +153,38 @@ class RemovalSettings:
     """Thresholds of the paper's mask-removal rules (Algorithm 1), as fractions."""
 
     child_inside: float = 0.90
-    """B is a child of A when more than this fraction of B lies inside A (and not vice versa)."""
+    """B is a child of A when more than this fraction of B lies inside A (and not vice versa). The
+    paper's."""
     tiny_child: float = 0.05
-    """A child covering less than this fraction of its parent is removed (tiny child)."""
+    """A child covering less than this fraction of its parent is removed (tiny child). The paper's."""
     compound_covered: float = 0.70
-    """A parent whose non-tiny children cover more than this fraction of it is removed (compound)."""
+    """A parent whose non-tiny children cover more than this fraction of it is removed (compound).
+    The paper's."""
     redundant_overlap: float = 0.90
-    """Two masks each more than this fraction inside the other are redundant; the larger is kept."""
+    """Two masks each more than this fraction inside the other are redundant; the larger is kept.
+    The paper's."""
     island_area: float = 3600.0
     """Masks smaller than this many pixels (at the 1024 px reference; the paper's 60 px chip
     squared) that are no mask's child are islands and removed, when their surroundings are
-    unsegmented (see ``island_surrounded``)."""
+    unsegmented (see ``island_surrounded``). The paper's."""
     island_ring: float = 8.0
     """Width in px (at the 1024 px reference) of the ring around a small mask whose coverage by
-    other masks tells an island from a particle."""
+    other masks tells an island from a particle. Not tuned: chosen with ``island_surrounded``."""
     island_nm: float = 2.0
     """``island_area`` on the specimen (``image.scale`` physical): masks smaller than a square of
     this side in nm are island candidates (the reference's 60 px square at the synthetic scenes'
-    0.26-0.38 Angstrom per px is 1.6-2.3 nm)."""
+    0.26-0.38 Angstrom per px is 1.6-2.3 nm). Converted from ``island_area``, not tuned."""
     island_ring_nm: float = 0.25
-    """``island_ring`` on the specimen, in nm (``image.scale`` physical; 8 px at 0.32 Angstrom/px)."""
+    """``island_ring`` on the specimen, in nm (``image.scale`` physical; 8 px at 0.32 Angstrom/px).
+    Converted from ``island_ring``, not tuned."""
     island_surrounded: float = 1.0
     """A small mask is an island only when less than this fraction of its ring is covered by
     other masks: the paper's "island within a greater surrounding region that was not
     segmented". With 1.0 only a small mask completely ringed by segmented regions (a
     nanoparticle cut out of its support) stays; 0.5 gave the same particles but kept noise
     islands in narrow gap bands, lowering synthetic d1 mIoU from 78 to 58 (bench/quality.py
-    --quick)."""
+    --quick). Data: synthetic tuning seeds 0..2 (512 px; they were evaluation seeds then) and the
+    MoO3 sample."""
     population_contrast: float = 1.0
     """A tiny child or island is distinct from its surroundings when its mean grey value lies at
     least this many robust noise standard deviations of the ring around it (``island_ring``) above
@@ -182,24 +208,28 @@ class RemovalSettings:
 @dataclass(frozen=True)
 class MergingSettings:
     crops_per_mask: int = 10
+    """Not tuned (the skeleton's default)."""
     crop_size: int = 60
-    """Crop side in px at the 1024 px reference size."""
+    """Crop side in px at the 1024 px reference size. The paper's."""
     crop_min_nm: float = 0.75
     """Shortest crop side on the specimen, in nm (``image.scale`` physical): at higher
     magnifications the crop (``crop_size``'s share of the field) grows to this, 2 perovskite
     cells, 2.7 of the fringes of ``image.period_nm`` (:func:`samiam.scale.crop_px`). 1.0 nm
     grew the crops at 2x on the synthetic scenes and mixed up near-identical materials
-    (bench/scale.py, docs/benchmarks.md "Physical scale")."""
+    (bench/scale.py, docs/benchmarks.md "Physical scale"). Data: synthetic tuning seeds 100..115
+    (bench/scale.py)."""
     crop_nm: float = 2.0
     """Longest crop side on the specimen, in nm (``image.scale`` physical): at lower
     magnifications the crop shrinks to this, 5 perovskite cells, 7 fringes; the reference's 60 px
     at the synthetic scenes' 0.26-0.38 Angstrom per px is 1.6-2.3 nm. A crop of fixed nm at 2x
-    magnification lost 6 points of mIoU (materials merged for want of crops, bench/scale.py)."""
+    magnification lost 6 points of mIoU (materials merged for want of crops, bench/scale.py). Data:
+    synthetic tuning seeds 100..115 (bench/scale.py)."""
     crop_inside: float = 0.90
-    """A crop belongs to a mask when at least this fraction of it lies inside the mask."""
+    """A crop belongs to a mask when at least this fraction of it lies inside the mask. The paper's."""
     materials: int | None = None
     """Number of materials K when known; None estimates it per image."""
     max_materials: int = 6
+    """Not tuned (the skeleton's default)."""
     embedder: str = "default"
     embedder_checkpoint: str | None = None
     seed: int = 0
@@ -211,21 +241,25 @@ class MergingSettings:
     sample of ``crops_per_mask``), or ``auto``: ``separation_all`` for the classical proposer's
     masks (few, large, disjoint) and ``separation`` for SAM's and given ones (many, overlapping),
     the better for each in ``bench/k_estimation.py`` and ``bench/quality.py``. Both keep one
-    lattice with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole."""
+    lattice with a thickness gradient (``samples/lsfo_lattice_haadf.jpg``) whole. Data: synthetic
+    tuning seeds 100..115 and 200..229, and the LSFO sample."""
     min_silhouette: float = 0.575
     """``silhouette`` estimator: if no k >= 2 reaches this silhouette score on the crop features,
     the image holds one material (K = 1). Set by ``bench/embedder_choice.py`` (the threshold that
-    gets K right most often on synthetic scenes with the default embedder)."""
+    gets K right most often on synthetic scenes with the default embedder). Data: synthetic tuning
+    seeds 0..5 (512 and 1024 px; they were evaluation seeds then)."""
     same_material_t2: float = 5.0
     """``separation`` estimator: two groups of masks are one material while the mean, over the
     intensity features of their crops (mean, std, percentiles), of the squared Welch t statistic
     of their difference is below this (about 1 for crops of one texture; it grows with the number
     of crops for a real difference). Set by ``bench/k_estimation.py`` on tuning scenes (seeds
-    >= 100, 512 and 1024 px): 4-6 are equally good there, 5 is the middle."""
+    >= 100, 512 and 1024 px): 4-6 are equally good there, 5 is the middle. Data: synthetic tuning
+    seeds 100..107."""
     min_group_crops: int = 5
     """``separation`` estimator: only masks with at least this many crops can found a material of
     their own; smaller masks join the nearest material (a few crops near a mask's edge give a
-    noisy, biased mean). Set by ``bench/k_estimation.py`` with ``same_material_t2``."""
+    noisy, biased mean). Set by ``bench/k_estimation.py`` with ``same_material_t2``. Data: synthetic
+    tuning seeds 100..107."""
     step_ratio: float = 0.65
     """``separation`` estimator: two adjacent groups of masks are one material when the difference
     of the intensity features of their crops close to where they meet, projected on the
@@ -233,11 +267,13 @@ class MergingSettings:
     spare (a brightness gradient, not a step; a step gives about 1). Set by
     ``bench/k_estimation.py`` on tuning scenes (seeds 100..107, 512 px) with the LSFO sample: the
     synthetic scores are the same for 0.6-0.7; 0.6 split LSFO, and the larger the value, the
-    more difficulty-3 steps seen from mixed masks pass for gradients."""
+    more difficulty-3 steps seen from mixed masks pass for gradients. Data: synthetic tuning seeds
+    100..107 and the LSFO sample."""
     step_reach: float = 0.5
     """``separation`` estimator: a crop counts as close to another group when it lies within this
     many crop sides of a grid crop that touches it. Set with ``step_ratio``: 1 splits LSFO
-    more often and merges more difficulty-1 scenes than 0.5."""
+    more often and merges more difficulty-1 scenes than 0.5. Data: synthetic tuning seeds 100..107
+    and the LSFO sample."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +287,8 @@ class NamingSettings:
     classify each mask's crops by their nearest label instead of clustering (paper 5.2);
     ``auto``: ``supervised`` for the classical proposer's masks, ``cluster`` for SAM's and given
     ones, the better of the two for each in ``bench/naming.py`` (regions named right after two
-    corrected images: SAM-like 96.0 vs 85.8 %, classical 79.2 vs 64.1 %)."""
+    corrected images: SAM-like 96.0 vs 85.8 %, classical 79.2 vs 64.1 %). Data: bench/naming.py's
+    synthetic series 0..5 (``samiam.synth.series``; no evaluation range of its own)."""
     far_distance: float = 6.0
     """A material farther than this from the label it is paired with (mean over its crops of the
     distance to the label's nearest exemplars, in units of the label's spread) gets no confident
@@ -259,15 +296,17 @@ class NamingSettings:
     (512 px series, 1-10 images learned) 98 % of rightly paired materials lie within 6 (within 3:
     89 %), while a material the project never labelled lies beyond 6 in only 15-18 % of cases
     (difficulty 1-2) and never for near-identical lattices (difficulty 3): the threshold protects
-    against clear novelties only."""
+    against clear novelties only. Data: bench/naming.py's synthetic series 0..5."""
     unnamed_score: float = 0.05
-    """Score of a region whose name was not recognised (at most this)."""
+    """Score of a region whose name was not recognised (at most this). Not tuned."""
     crops_per_label: int = 32
     """Crops drawn inside each labelled region of an annotated image to learn from, and inside
     each material to name it (more than ``merging.crops_per_mask``: 10 named 94 % of the regions
-    of difficulty-2 series right in ``bench/naming.py``, 32 named 97 %)."""
+    of difficulty-2 series right in ``bench/naming.py``, 32 named 97 %). Data: bench/naming.py's
+    synthetic series 0..5."""
     exemplars_per_label: int = 256
-    """Exemplar embeddings kept per label (a uniform reservoir sample of every crop seen)."""
+    """Exemplar embeddings kept per label (a uniform reservoir sample of every crop seen). Not
+    tuned: a bound on the memory per label."""
 
 @dataclass(frozen=True)
 class MetricSettings:
@@ -275,12 +314,13 @@ class MetricSettings:
 
     iou_threshold: float = 0.05
     """A prediction matches a ground-truth mask when their IoU is strictly above this (the authors'
-    ``--iou_thresh``)."""
+    ``--iou_thresh``). The paper's."""
     boundary_ratio: float = 0.02
-    """Boundary band width as a fraction of the image diagonal (Cheng et al. 2021; the paper's 2 %)."""
+    """Boundary band width as a fraction of the image diagonal (Cheng et al. 2021; the paper's 2 %).
+    The paper's."""
     pq_iou_threshold: float = 0.5
     """Panoptic quality counts a pair as a true positive when its IoU is strictly above this
-    (Kirillov et al. 2019)."""
+    (Kirillov et al. 2019). From Kirillov et al., not tuned."""
 
 
 @dataclass(frozen=True)
@@ -290,22 +330,27 @@ class MeasureSettings:
 
     min_particle_px: int = 10
     """Connected components smaller than this many pixels are specks, neither counted nor measured
-    (an equivalent-circle diameter of 3.6 px)."""
+    (an equivalent-circle diameter of 3.6 px). Not tuned on data: chosen by geometry
+    (tests/test_measure.py draws discs and bands); only the particles set's tuning half may tune
+    these (bench/particles.py)."""
     min_particles: int = 5
-    """A particle material has at least this many components (of at least ``min_particle_px``) ..."""
+    """A particle material has at least this many components (of at least ``min_particle_px``) ...
+    Not tuned on data (as ``min_particle_px``)."""
     max_particle_fraction: float = 0.01
     """... whose median area is at most this fraction of the image (a disc of 11 % of the shorter
-    side of a square image) ..."""
+    side of a square image) ... Not tuned on data (as ``min_particle_px``)."""
     min_solidity: float = 0.8
     """... and whose median solidity (area over convex hull area) is at least this: compact blobs
-    (a disc: 1, an ellipse: 1, a plus sign of bars a fifth as wide as long: 0.53)."""
+    (a disc: 1, an ellipse: 1, a plus sign of bars a fifth as wide as long: 0.53). Not tuned on data
+    (as ``min_particle_px``)."""
     min_layer_share: float = 0.9
     """A layer is one band: its largest component holds at least this share of the material's area,
-    reaches two opposite image sides ..."""
+    reaches two opposite image sides ... Not tuned on data (as ``min_particle_px``)."""
     min_measured_length: float = 0.5
     """... and at least this share of its length along the band can be measured (cross-sections
     that do not touch the image border): a band cut by the border all along (a substrate filling
-    the bottom of the image) has no thickness to measure."""
+    the bottom of the image) has no thickness to measure. Not tuned on data (as
+    ``min_particle_px``)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 
 import samiam
 from samiam.io import Micrograph
-from samiam.measure import measure_layer, measure_materials
+from samiam.measure import measure_layer, measure_materials, particle_instances
 from samiam.settings import MeasureSettings
 
 SIDE = 256
@@ -162,3 +162,61 @@ def test_a_segmentation_measures_its_materials_in_the_files_unit():
     particle_material = next(m for m in measurements.materials if m.kind == "particles")
     assert particle_material.particles.count == len(GRID)
     assert particle_material.particles.diameters.median == pytest.approx(10, abs=0.5)  # 20 px of 0.5 nm
+
+
+def test_particle_instances_keep_touching_particles_apart_and_clip_them_to_their_material():
+    touching = [discs([(128, 100, 10)]), discs([(128, 118, 10)])]  # they overlap in a lens
+    others = [discs([(y, x, 8)]) for y, x in GRID if (y, x) != (128, 128)]
+    particles = np.logical_or.reduce(touching + others)
+    support = band(60) & ~particles
+    speck = discs([(20, 128, 1)])  # 5 px: less than min_particle_px
+    removed = discs([(230, 128, 6)])
+    proposals = np.stack(touching + others + [speck, support, removed])
+    assignment = np.array([0] * (len(touching) + len(others)) + [0, 1, -1])
+    materials = np.stack([particles | speck, support])
+
+    instances = particle_instances(materials, proposals, assignment)
+
+    assert instances.dtype == np.int32 and instances.shape == (SIDE, SIDE)
+    labels = np.unique(instances[instances > 0])
+    assert np.array_equal(labels, np.arange(1, len(touching) + len(others) + 1))
+    assert not instances[support | speck | removed & ~particles].any()
+    left, right = (np.unique(instances[(YY - 128) ** 2 + (XX - x) ** 2 <= 25]) for x in (96, 122))
+    assert len(left) == len(right) == 1 and left[0] != right[0]  # one instance each, not merged
+    assert np.array_equal(np.isin(instances, [left[0], right[0]]), touching[0] | touching[1])
+    assert sorted(np.bincount(instances.ravel())[1:])[:len(others)] == [others[0].sum()] * len(others)
+
+
+def test_particle_instances_split_a_proposal_in_pieces_and_skip_materials_that_are_no_particles():
+    particles = discs([(y, x, 8) for y, x in GRID])
+    layer = band(30) & ~particles
+    proposals = np.stack([particles, layer])  # one proposal holding every particle
+
+    instances = particle_instances(np.stack([particles, layer]), proposals, np.array([0, 1]))
+
+    assert instances.max() == len(GRID)
+    assert np.array_equal(instances > 0, particles)
+    assert not particle_instances(layer[None], layer[None], np.array([0])).any()
+
+
+def test_particle_instances_refuse_proposals_of_another_image():
+    with pytest.raises(ValueError, match="one image"):
+        particle_instances(np.zeros((1, 8, 8), bool), np.zeros((2, 8, 9), bool), np.array([0, 0]))
+
+
+def test_a_segmentation_gives_one_instance_per_proposed_particle():
+    centres = GRID[:4]
+    particle_masks = [discs([(y, x, 10)]) for y, x in centres]
+    particles = np.logical_or.reduce(particle_masks)
+    rng = np.random.default_rng(0)
+    grey = np.where(particles, 0.8, 0.2).astype(np.float32) + rng.normal(0, 0.02, particles.shape).astype(np.float32)
+    grey = np.clip(grey, 0, 1)
+    rgb = np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    micrograph = Micrograph(name="scene", raw=grey, grey=grey, rgb=rgb, bit_depth=32)
+    segmentation = samiam.boost(micrograph, np.stack(particle_masks + [~particles]),
+                                samiam.Settings().replace({"merging.materials": 2}))
+
+    instances = segmentation.particle_instances(MeasureSettings(min_particles=4))
+
+    assert instances.max() == len(centres)
+    assert np.array_equal(instances > 0, particles)
