@@ -125,6 +125,22 @@ def test_dominant_period_of_a_lattice(period):
     assert SIDE / (k + 0.5) <= dominant_period(image) <= SIDE / (k - 0.5)
 
 
+def layered_steps(rng) -> np.ndarray:
+    """Three horizontal layers of very different mean intensity, 50-146 px thick, and noise."""
+    rows = np.arange(SIDE)[:, None] * np.ones((1, SIDE))
+    return np.select([rows < 60, rows < 110], [0.0, -3.0], 4.0) + 0.3 * rng.standard_normal((SIDE, SIDE))
+
+
+def test_the_steps_between_thick_layers_are_no_lattice():
+    """Their power is a broad hump at low frequencies, stronger than a faint lattice's ring but
+    no period: the faint lattice is the period, and without one there is none."""
+    steps = layered_steps(np.random.default_rng(5))
+    assert dominant_period(steps) is None
+    middle = (np.arange(SIDE)[:, None] >= 60) & (np.arange(SIDE)[:, None] < 110)
+    faint = steps + np.where(middle, 0.5 * lattice((SIDE, SIDE), 4), 0)
+    assert dominant_period(faint) == pytest.approx(4, abs=0.1)
+
+
 def test_non_square_image_keeps_its_shape():
     rng = np.random.default_rng(4)
     image = rng.standard_normal((90, 150))
