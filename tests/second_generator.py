@@ -102,9 +102,9 @@ SCENES: dict[str, Layout] = {
     ), (Interface(0.3),)),
     # Issue #16: amorphous mid-grey over a dim lattice of period 7 px over a bright one of period 4 px.
     "three_layers": Layout(512, (
-        Texture("amorphous", 1.5, 0.5, 0.2), Texture("sines", 7.0, 0.35, 0.3),
-        Texture("sines", 4.0, 0.7, 0.3),
-    ), (Interface(0.33), Interface(0.66))),
+        Texture("amorphous", 3.7, 0.46, 0.22), Texture("sines", 7.0, 0.28, 0.19, angle=33.0),
+        Texture("sines", 4.0, 0.81, 0.19, angle=7.0),
+    ), (Interface(0.31), Interface(0.51))),
     "hexagonal_over_sines_wavy": Layout(384, (
         Texture("hexagonal", 6.0, 0.6, 0.35), Texture("sines", 9.0, 0.4, 0.35, angle=30.0),
     ), (Interface(0.5, amplitude=12.0, waves=2.0),)),
