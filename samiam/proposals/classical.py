@@ -15,7 +15,9 @@
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
    space), each averaged over the Gaussian window, leaving out the spots and their surroundings.
 4. Vacuum and dark gap bands along interfaces belong to no material and are left out
-   (:mod:`samiam.proposals.unlabelled`).
+   (:mod:`samiam.proposals.unlabelled`), unless the image is bright field
+   (:attr:`samiam.io.Micrograph.bright_field`): there the darkest areas are the thickest or
+   heaviest matter, not vacuum (a dark object on a TEM camera image was left out, its rim kept).
 5. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side and
    cut into watershed superpixels, flooded from a grid of ``classical_segments`` seeds and from
    the areas a texture edge fences in that no grid seed reached (a thin layer between two seed
@@ -99,8 +101,9 @@ class ClassicalProposer:
         settings = self.settings
         maps = texture_features(grey, settings)
         level = maps.fine * float(grey.std()) + float(grey.mean())
-        empty = unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
-                                 settings.classical_gap_depth)
+        empty = (np.zeros(level.shape, bool) if micrograph.bright_field else
+                 unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
+                                  settings.classical_gap_depth))
         gradient = feature_gradient(maps.edges)
         labels = merge_regions(superpixels(gradient, settings.classical_segments, ~empty, maps.window),
                                maps.features, settings.classical_merge_t2, 4 * np.pi * maps.window ** 2)
