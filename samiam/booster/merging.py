@@ -45,7 +45,9 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    * ``separation_all``: the same with every grid crop of each mask in the whole-group test, not
      ``crops_per_mask`` of them, crops of half the side (:data:`ALL_CROPS_SIDE`, so narrow layers
      hold enough to found a material) and ``same_material_t2`` times :data:`GRID_OVERLAP`: more
-     power for a few large disjoint masks.
+     power for a few large disjoint masks. The step test still looks through full-side crops
+     (what ``step_ratio`` and ``step_reach`` were set with): half-side ones beside a border that
+     a proposal drew part of a window into one material see that material on both sides.
    * ``auto`` (the default): ``separation_all`` for the classical proposer's masks, ``separation``
      for SAM's and given ones (:func:`k_estimator_for`).
 
