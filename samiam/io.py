@@ -78,6 +78,8 @@ class Micrograph:
     source: the file it was read from, or ``"image bytes"``.
     signal: which signal (and frame) of a microscope file this is, e.g. ``"HAADF"`` or
         ``"Ceta, frame 2 of 2"``; None for plain image files.
+    bright_field: the microscope file states a bright-field image (vacuum bright, matter dark;
+        :mod:`samiam.microscope`); False when it does not say (plain image files).
     """
 
     name: str
@@ -89,6 +91,7 @@ class Micrograph:
     pixel_unit: str | None = None
     source: str = ""
     signal: str | None = None
+    bright_field: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -141,7 +144,8 @@ def iter_micrographs(source: ImageSource, settings: ImageSettings | None = None,
         for plane in microscope.read_planes(path, stack, settings.max_pixels):
             name = path.stem if plane.frame is None else f"{path.stem}.frame{plane.frame:03d}"
             yield _normalise(name, f"{path} ({plane.signal})", plane.pixels, plane.pixels, settings,
-                             plane.calibration, source=str(path), signal=plane.signal)
+                             plane.calibration, source=str(path), signal=plane.signal,
+                             bright_field=plane.bright_field)
         return
     name, label, data = _read_source(source)
     if not data:
@@ -154,13 +158,14 @@ def iter_micrographs(source: ImageSource, settings: ImageSettings | None = None,
 
 
 def _normalise(name: str, label: str, raw: np.ndarray, colour: np.ndarray, settings: ImageSettings,
-               calib: Calibration, source: str, signal: str | None = None) -> Micrograph:
+               calib: Calibration, source: str, signal: str | None = None,
+               bright_field: bool = False) -> Micrograph:
     """Decoded pixels -> :class:`Micrograph`; ``colour`` is ``raw`` without alpha, ``label``
     names the image in error messages."""
     grey = _stretch(_intensity(colour, label), settings.stretch_percentiles, label)
     return Micrograph(name=name, raw=raw, grey=grey, rgb=_as_rgb8(grey),
                       bit_depth=raw.dtype.itemsize * 8, pixel_size=calib.pixel_size,
-                      pixel_unit=calib.pixel_unit, source=source, signal=signal)
+                      pixel_unit=calib.pixel_unit, source=source, signal=signal, bright_field=bright_field)
 
 
 def _read_source(source: ImageSource) -> tuple[str, str, bytes]:

@@ -18,6 +18,11 @@ a spectrum image). samiam takes one:
   maps (titled by an element symbol, e.g. ``Cu``) last; ties keep the file's order;
 * a file without an image signal is a :class:`~samiam.errors.NoImageSignalError`.
 
+The image is *bright field* (:attr:`ImagePlane.bright_field`: vacuum and holes bright, thick or
+heavy matter dark, the reverse of Z-contrast) when its title says so (``BF``, ``ABF``) or the file
+records a conventional TEM image: TIA's acquisition mode ``TEM ...`` (not ``STEM ...``), Velox's
+TEM operating sub-mode ``BrightField``. Other files (DigitalMicrograph's, MRC) do not say it here.
+
 Stacks (a navigation axis of more than one frame: a movie, a drift series) give one image per
 frame (``stack="frames"``, named ``NAME.frame000``...) or the sum of all frames
 (``stack="sum"``, float64). The pixel size and unit come from the x signal axis.
@@ -75,12 +80,14 @@ class ImagePlane:
     signal: which signal and frame was taken, e.g. ``"HAADF"``, ``"Ceta, frame 2 of 2"``,
         ``"sum of 32 frames"``.
     frame: the frame index for ``stack="frames"`` of a stack, else None.
+    bright_field: the file states a bright-field image (module docstring); False when it does not say.
     """
 
     pixels: np.ndarray
     signal: str
     frame: int | None
     calibration: Calibration
+    bright_field: bool = False
 
 
 def is_microscope_file(path: str | Path) -> bool:
@@ -107,6 +114,7 @@ def read_planes(path: Path, stack: str = "frames", max_pixels: int | None = None
     signals = _read_signals(Path(path))
     chosen = _choose_image(signals, path)
     data, title, calib = chosen["data"], _title(chosen) or "image", _axes_calibration(chosen)
+    bright = _bright_field(chosen)
     height, width = data.shape[-2:]
     if max_pixels is not None and height * width > max_pixels:
         raise UnsupportedImageError(f"{path}: {width}x{height} = {height * width} pixels is more than the "
@@ -116,14 +124,14 @@ def read_planes(path: Path, stack: str = "frames", max_pixels: int | None = None
                                     f"reads integer or real (float) images")
     frames = data.shape[0] if data.ndim == 3 else 1
     if data.ndim == 2 or frames == 1:
-        yield ImagePlane(_compute(data.reshape(height, width), path), title, None, calib)
+        yield ImagePlane(_compute(data.reshape(height, width), path), title, None, calib, bright)
     elif stack == "sum":
         yield ImagePlane(_compute(data.sum(axis=0, dtype=np.float64), path),
-                         f"{title}, sum of {frames} frames", None, calib)
+                         f"{title}, sum of {frames} frames", None, calib, bright)
     else:
         for index in range(frames):
             yield ImagePlane(_compute(data[index], path), f"{title}, frame {index + 1} of {frames}", index,
-                             calib)
+                             calib, bright)
 
 
 def _read_signals(path: Path) -> list[dict[str, Any]]:
@@ -182,6 +190,16 @@ def _rank(signal: dict[str, Any]) -> int:
     if re.split(r"[\s_-]", title)[0] in ELEMENTS:
         return len(DETECTOR_ORDER) + 1
     return len(DETECTOR_ORDER)
+
+
+def _bright_field(signal: dict[str, Any]) -> bool:
+    """True when ``signal``'s title or its file's acquisition record says bright field (module docstring)."""
+    if re.match(DETECTOR_ORDER[2], _title(signal), re.IGNORECASE):
+        return True
+    original = signal.get("original_metadata") or {}
+    tia_mode = str(original.get("ObjectInfo", {}).get("ExperimentalDescription", {}).get("Mode") or "")
+    velox_mode = str(original.get("Optics", {}).get("TemOperatingSubMode") or "")
+    return tia_mode.split()[:1] == ["TEM"] or velox_mode == "BrightField"
 
 
 def _title(signal: dict[str, Any]) -> str:

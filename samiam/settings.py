@@ -124,8 +124,9 @@ class ProposalSettings:
     classical_vacuum_level: float = 0.03
     """Vacuum is left out of the classical proposals: connected areas, at least a texture window
     large, where the intensity (smoothed over half a lattice period, in the image's stretched
-    0..1 range) is below this. Z-contrast (HAADF, ADF) convention: vacuum is dark. 0 turns it off.
-    Set by hand on synthetic tuning seeds 100..115 and 200..289 (512 and 1024 px)."""
+    0..1 range) is below this. Z-contrast (HAADF, ADF) convention: vacuum is dark. 0 turns it off;
+    it is off (gap bands too) for images their microscope file states to be bright field.
+    Set by hand on synthetic tuning seeds 100..115 and 200..289 (512 and 1024 px).
     classical_gap_depth: float = 0.3
     """Thin dark bands along interfaces (gaps) are left out of the classical proposals: long thin
     valleys of the smoothed intensity deeper than this fraction of their surroundings (see

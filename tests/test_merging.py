@@ -264,6 +264,17 @@ def test_separation_estimator_splits_a_four_percent_step_between_two_lattices():
     assert result.assignment[0] == result.assignment[1] != result.assignment[2]
 
 
+def test_a_boundary_drawn_a_strip_into_the_brighter_material_is_still_a_step():
+    """A bright fine lattice over a dark coarse one, their masks' border drawn 7 px (half a crop)
+    inside the bright one, as the classical proposer's window can draw it: the crops nearest the
+    border on both sides then hold the bright lattice, yet the two are two materials."""
+    rng = np.random.default_rng(6)
+    rows = np.arange(SIZE)[:, None] * np.ones((1, SIZE))
+    grey = np.where(rows < 80, lattice(4, 0.0, 0.8, rng), lattice(11, 0.3, 0.3, rng)).astype(np.float32)
+    masks = np.stack([rows < 73, rows >= 73])
+    assert merge(grey, masks, k_estimator="separation_all").n_materials_estimated == 2
+
+
 def test_step_ratio_is_the_projected_near_difference_with_its_standard_error():
     rng = np.random.default_rng(5)
     all_a, all_b = rng.normal(0, 1, (30, 2)), rng.normal(0, 1, (40, 2)) + [2.0, 0.0]

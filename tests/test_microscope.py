@@ -44,6 +44,15 @@ def test_tia_emi_and_ser_give_the_same_image():
     assert emi.pixel_size == pytest.approx(5.26121, rel=1e-5) and emi.pixel_unit == "nm"
 
 
+def test_bright_field_is_what_the_file_records(tmp_path):
+    """TIA's and Velox's conventional TEM images on a Ceta camera are bright field; Velox's HAADF
+    of a STEM spectrum image and a DigitalMicrograph STEM image are not (nor said to be)."""
+    assert load_micrograph(formats_dir() / "128x128-TEM_search.emi").bright_field
+    assert all(m.bright_field for m in iter_micrographs(formats_dir() / "fei_example_tem_stack.emd"))
+    assert not any(load_micrograph(path).bright_field for path in velox_files(tmp_path))
+    assert not load_micrograph(formats_dir() / "test_STEM_image.dm3").bright_field
+
+
 def test_folder_listing_reads_a_ser_through_its_emi(tmp_path):
     paths = [tmp_path / name for name in ("a.emi", "a_1.ser", "a_2.ser", "b_1.ser", "c.dm3")]
     assert without_covered_ser(paths) == [tmp_path / "a.emi", tmp_path / "b_1.ser", tmp_path / "c.dm3"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -123,6 +125,38 @@ def test_dominant_period_of_a_lattice(period):
     # Ring k of the spectrum is period SIDE / k: the estimate is within half a ring of the truth.
     k = SIDE / period
     assert SIDE / (k + 0.5) <= dominant_period(image) <= SIDE / (k - 0.5)
+
+
+def test_the_darkest_area_is_vacuum_only_in_z_contrast():
+    """A dark disc in a bright lattice: left out as vacuum, unless the image is bright field."""
+    rng = np.random.default_rng(12)
+    y, x = np.mgrid[:SIDE, :SIDE]
+    disk = (y - 128) ** 2 + (x - 128) ** 2 < 60 ** 2
+    image = np.where(disk, -10 + 0.05 * rng.standard_normal(disk.shape), lattice(disk.shape, 8))
+    z_contrast = micrograph(image)
+    segmented = ClassicalProposer(ProposalSettings()).propose(z_contrast).masks.any(axis=0)
+    assert segmented[disk].mean() < 0.1
+    proposals = ClassicalProposer(ProposalSettings()).propose(replace(z_contrast, bright_field=True))
+    check_partition(proposals, disk.shape)
+    # The border lies up to a window (8 px) inside the disc: the local variance peaks where the
+    # window straddles a step this large (a known bias of refine_boundaries' ridge), hence 0.7.
+    check_regions(proposals.masks, [disk, ~disk], min_iou=0.7, max_straddle=0.2)
+
+
+def layered_steps(rng) -> np.ndarray:
+    """Three horizontal layers of very different mean intensity, 50-146 px thick, and noise."""
+    rows = np.arange(SIDE)[:, None] * np.ones((1, SIDE))
+    return np.select([rows < 60, rows < 110], [0.0, -3.0], 4.0) + 0.3 * rng.standard_normal((SIDE, SIDE))
+
+
+def test_the_steps_between_thick_layers_are_no_lattice():
+    """Their power is a broad hump at low frequencies, stronger than a faint lattice's ring but
+    no period: the faint lattice is the period, and without one there is none."""
+    steps = layered_steps(np.random.default_rng(5))
+    assert dominant_period(steps) is None
+    middle = (np.arange(SIDE)[:, None] >= 60) & (np.arange(SIDE)[:, None] < 110)
+    faint = steps + np.where(middle, 0.5 * lattice((SIDE, SIDE), 4), 0)
+    assert dominant_period(faint) == pytest.approx(4, abs=0.1)
 
 
 def test_non_square_image_keeps_its_shape():

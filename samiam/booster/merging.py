@@ -54,7 +54,9 @@ Method, for ``masks: (N, H, W)`` on a ``grey: (H, W)`` micrograph:
    * ``separation_all``: the same with every grid crop of each mask in the whole-group test, not
      ``crops_per_mask`` of them, crops of half the side (:data:`ALL_CROPS_SIDE`, so narrow layers
      hold enough to found a material) and ``same_material_t2`` times :data:`GRID_OVERLAP`: more
-     power for a few large disjoint masks.
+     power for a few large disjoint masks. The step test still looks through full-side crops
+     (what ``step_ratio`` and ``step_reach`` were set with): half-side ones beside a border that
+     a proposal drew part of a window into one material see that material on both sides.
    * ``auto`` (the default): ``separation_all`` for the classical proposer's masks, ``separation``
      for SAM's and given ones (:func:`k_estimator_for`).
 
@@ -83,7 +85,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from samiam import masks as masklib
-from samiam.booster.crops import CropSample, crop_grid, cut_crops, interior_crops, sample_crops
+from samiam.booster.crops import CropGrid, CropSample, crop_grid, cut_crops, interior_crops, sample_crops
 from samiam.booster.embedders import TextureEmbedder, intensity_features
 from samiam.booster.grouping import StepTest, count_late_groups, group_masks
 from samiam.errors import MaskSetError, SettingsError
@@ -261,29 +263,36 @@ def estimate_materials(grey: np.ndarray, masks: np.ndarray, sample: CropSample, 
     if len(sample.boxes) == 0:
         return 1
     side = int(sample.boxes[0, 2] - sample.boxes[0, 0])
-    every_crop = settings.k_estimator == "separation_all"
-    if every_crop:
-        side = max(round(side * ALL_CROPS_SIDE), MIN_CROP_SIDE)
-    reach = max(round(settings.step_reach * side / max(side // 2, 1)), 0)
-    grid = crop_grid(masks, side, settings.crop_inside, reach)
-    grid_features = intensity_features(cut_crops(grey, grid.boxes))
-    if every_crop:
+    step_grid, step_features = _crop_grid_features(grey, masks, side, settings)
+    if settings.k_estimator == "separation_all":
+        grid, grid_features = _crop_grid_features(
+            grey, masks, max(round(side * ALL_CROPS_SIDE), MIN_CROP_SIDE), settings)
         owner, column = np.nonzero(grid.owned)
         rows = grid_features[column]
     else:
-        owner, rows = sample.owner, grid_features[_grid_rows(grid.boxes, sample.boxes, grey.shape[1])]
+        owner, rows = sample.owner, step_features[_grid_rows(step_grid.boxes, sample.boxes, grey.shape[1])]
     counts = np.bincount(owner, minlength=len(masks))
     founders = np.flatnonzero(counts >= settings.min_group_crops)
     if len(founders) == 0:
         founders = np.flatnonzero(counts >= 2)
     if len(founders) <= 1:
         return 1
-    step = StepTest(grid, grid_features, settings.step_ratio, settings.min_group_crops)
-    threshold = settings.same_material_t2 * (GRID_OVERLAP if every_crop else 1)
+    step = StepTest(step_grid, step_features, settings.step_ratio, settings.min_group_crops)
+    threshold = settings.same_material_t2 * (GRID_OVERLAP if settings.k_estimator == "separation_all" else 1)
     groups = group_masks(rows, owner, founders, threshold, k_max, step)
     late = np.flatnonzero((counts >= 2) & (counts < settings.min_group_crops))
     added = count_late_groups(rows, owner, founders, groups, late, LATE_T2_FACTOR * threshold, step)
     return min(int(groups.max()) + 1 + added, k_max)
+
+
+def _crop_grid_features(grey: np.ndarray, masks: np.ndarray, side: int,
+                        settings: MergingSettings) -> tuple[CropGrid, np.ndarray]:
+    """Every grid crop of ``side`` px inside ``masks: (N, H, W) bool`` (``settings.crop_inside``,
+    near another mask within ``settings.step_reach`` crop sides) and their intensity features
+    ``(C, F)`` on ``grey: (H, W)``."""
+    reach = max(round(settings.step_reach * side / max(side // 2, 1)), 0)
+    grid = crop_grid(masks, side, settings.crop_inside, reach)
+    return grid, intensity_features(cut_crops(grey, grid.boxes))
 
 
 def _grid_rows(grid_boxes: np.ndarray, boxes: np.ndarray, width: int) -> np.ndarray:

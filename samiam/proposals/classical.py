@@ -15,7 +15,9 @@
    three octave bands centred on ``p`` (difference-of-Gaussians filters applied in Fourier
    space), each averaged over the Gaussian window, leaving out the spots and their surroundings.
 4. Vacuum and dark gap bands along interfaces belong to no material and are left out
-   (:mod:`samiam.proposals.unlabelled`).
+   (:mod:`samiam.proposals.unlabelled`), unless the image is bright field
+   (:attr:`samiam.io.Micrograph.bright_field`): there the darkest areas are the thickest or
+   heaviest matter, not vacuum (a dark object on a TEM camera image was left out, its rim kept).
 5. The (smooth) feature maps are downsampled to at most ``classical_work_side`` px per side and
    cut into watershed superpixels, flooded from a grid of ``classical_segments`` seeds and from
    the areas a texture edge fences in that no grid seed reached (a thin layer between two seed
@@ -48,6 +50,12 @@ DOG_PERIOD_PER_SIGMA = np.pi / np.sqrt(np.log(4) / 6)
 """A difference of Gaussians with sigmas (s, 2s) passes periods around this many times s (about 6.5)."""
 MIN_PERIODS_PER_SIDE = 16
 """The lattice period is searched among periods that fit at least this often in the shorter side."""
+PEAK_SHARPNESS = 4.0
+"""A lattice's ring of the power spectrum holds at least this many times the median power of the
+rings within half an octave (:func:`dominant_period`). Set between the images without a lattice
+and those with one of the tuning data: the particle tuning half (Cu*, PtCo*, PtW*: no ring above
+1.9), synthetic seeds 100..105 of each class at 512 px and the second test generator's tuning
+seeds (tests/second_generator.py: the strongest lattice ring at 7.1 or more, most above 50)."""
 ENERGY_FLOOR = 1e-6
 """Added to energies (in units of the image's variance) before the log, so that flat areas are finite."""
 SPOT_WINDOWS = 2.0
@@ -93,8 +101,9 @@ class ClassicalProposer:
         settings = self.settings
         maps = texture_features(grey, settings)
         level = maps.fine * float(grey.std()) + float(grey.mean())
-        empty = unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
-                                 settings.classical_gap_depth)
+        empty = (np.zeros(level.shape, bool) if micrograph.bright_field else
+                 unlabelled_areas(level, maps.period, maps.window, settings.classical_vacuum_level,
+                                  settings.classical_gap_depth))
         gradient = feature_gradient(maps.edges)
         labels = merge_regions(superpixels(gradient, settings.classical_segments, ~empty, maps.window),
                                maps.features, settings.classical_merge_t2, 4 * np.pi * maps.window ** 2)
@@ -136,18 +145,27 @@ class TextureMaps:
 
 
 def dominant_period(grey: np.ndarray) -> float | None:
-    """Lattice period in px of ``grey: (H, W) float``: the peak of its radially summed power
-    spectrum (Hann-windowed), among periods from 2 px to ``min(H, W) / MIN_PERIODS_PER_SIDE``;
-    None when the spectrum has no peak there (it is largest at the longest period: no lattice)."""
+    """Lattice period in px of ``grey: (H, W) float``: the strongest sharp peak of its radially
+    summed power spectrum (Hann-windowed), among periods from 2 px to ``min(H, W) /
+    MIN_PERIODS_PER_SIDE``; None when the spectrum has no sharp peak there (no lattice).
+
+    A ring is a sharp peak when its power is at least :data:`PEAK_SHARPNESS` times the median
+    power of the rings within half an octave of it: a lattice puts its power into a few rings,
+    while the steps between layers, particles and amorphous grain spread theirs over a broad hump
+    at low frequencies that can be stronger than the lattice yet is no period (layers a hundred
+    px thick made the weight-free path look for a 30 px period beside 4 and 7 px lattices)."""
     h, w = grey.shape
     window = np.outer(np.hanning(h), np.hanning(w))
     power = np.abs(np.fft.rfft2((grey - grey.mean()) * window)) ** 2
     side = min(h, w)
     ring = np.rint(_frequency_radius(grey.shape) * side).astype(np.int64)
-    profile = np.bincount(ring.ravel(), power.ravel())
+    profile = np.bincount(ring.ravel(), power.ravel(), minlength=side // 2 + 1)[:side // 2 + 1]
     lowest = min(MIN_PERIODS_PER_SIDE, max(1, side // 2))
-    peak = int(np.argmax(profile[lowest:side // 2 + 1]))
-    return side / (lowest + peak) if peak > 0 else None
+    rings = np.arange(lowest, side // 2 + 1)
+    spread = np.sqrt(2.0)
+    background = np.array([np.median(profile[int(r / spread):int(np.ceil(r * spread)) + 1]) for r in rings])
+    sharp = rings[profile[rings] >= PEAK_SHARPNESS * background]
+    return side / sharp[np.argmax(profile[sharp])] if len(sharp) else None
 
 
 def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMaps:
