@@ -41,6 +41,7 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals
+from samiam.proposals.spots import find_spots as find_particles
 from samiam.proposals.unlabelled import unlabelled_areas
 from samiam.settings import ProposalSettings, scale_to_image
 
@@ -113,7 +114,13 @@ class ClassicalProposer:
         rows = np.arange(grey.shape[0]) // maps.factor
         cols = np.arange(grey.shape[1]) // maps.factor
         masks = masklib.from_label_map(labels[np.ix_(rows, cols)], int(labels.max()))
-        return Proposals(masks, scores.astype(np.float32))
+        particles = find_particles(grey, settings.classical_particle_contrast, settings.classical_particle_noise,
+                                   min_radius=0.0 if maps.lattice is None else maps.lattice)
+        if not particles.count:
+            return Proposals(masks, scores.astype(np.float32))
+        masks &= ~(particles.labels > 0)  # the particles' outlines, at full resolution, are cut out of the regions
+        return Proposals(np.concatenate([masks, masklib.from_label_map(particles.labels, particles.count)]),
+                         np.concatenate([scores, particles.scores]).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class TextureMaps:
     spots: (h, w) int64, 0 outside the compact spots, 1..S inside them (see :func:`find_spots`).
     factor: the image is ``factor`` times larger than the maps (h = ceil(H / factor)).
     window: sigma of the Gaussian texture window, in working-resolution px.
+    lattice: the lattice period in image px, None when the image has no lattice.
     period: the lattice period (or, without a lattice, the period that goes with the largest
         window), in working-resolution px.
     """
@@ -142,6 +150,7 @@ class TextureMaps:
     factor: int
     window: float
     period: float
+    lattice: float | None
 
 
 def dominant_period(grey: np.ndarray) -> float | None:
@@ -208,7 +217,7 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
     features = np.concatenate([linear[..., :1], np.log(linear[..., 1:] + ENERGY_FLOOR)], axis=-1)
     edges = linear / np.maximum(linear.std(axis=(0, 1)), ENERGY_FLOOR)
     return TextureMaps(features.astype(np.float32), edges.astype(np.float32), fine.astype(np.float32),
-                       spots, factor, window, period / factor)
+                       spots, factor, window, period / factor, lattice)
 
 
 def find_spots(fine: np.ndarray, detail: np.ndarray, window: float, contrast: float,
