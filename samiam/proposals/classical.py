@@ -59,6 +59,12 @@ and those with one of the tuning data: the particle tuning half (Cu*, PtCo*, PtW
 seeds (tests/second_generator.py: the strongest lattice ring at 7.1 or more, most above 50)."""
 ENERGY_FLOOR = 1e-6
 """Added to energies (in units of the image's variance) before the log, so that flat areas are finite."""
+PARTICLE_MIN_SIDE = 256
+"""Images with a shorter side than this get no particle proposals: the spot stage's ring and
+stretch statistics need room (a 96 px test tile of noise gave a third material)."""
+MIN_PARTICLES = 10
+"""Fewer spots than this are no population of particles and make no proposals (on a small
+image a lump or two would become a material; the booster's ``population_members`` default)."""
 SPOT_WINDOWS = 2.0
 """Spots are at most this many texture-window sigmas in radius (the window's reach): larger
 bright or dark areas are left to the texture segmentation."""
@@ -114,9 +120,11 @@ class ClassicalProposer:
         rows = np.arange(grey.shape[0]) // maps.factor
         cols = np.arange(grey.shape[1]) // maps.factor
         masks = masklib.from_label_map(labels[np.ix_(rows, cols)], int(labels.max()))
+        if min(grey.shape) < PARTICLE_MIN_SIDE:
+            return Proposals(masks, scores.astype(np.float32))
         particles = find_particles(grey, settings.classical_particle_contrast, settings.classical_particle_noise,
                                    min_radius=0.0 if maps.lattice is None else maps.lattice)
-        if not particles.count:
+        if particles.count < MIN_PARTICLES:
             return Proposals(masks, scores.astype(np.float32))
         masks &= ~(particles.labels > 0)  # the particles' outlines, at full resolution, are cut out of the regions
         return Proposals(np.concatenate([masks, masklib.from_label_map(particles.labels, particles.count)]),
