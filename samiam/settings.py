@@ -141,14 +141,6 @@ class ProposalSettings:
     crop, so textures are not averaged over more than the booster compares). Images without a
     lattice (no peak in the power spectrum) use this window. Set from the booster's crop and checked
     on the MoO3 sample (samples/), not tuned on seeds."""
-    classical_particle_contrast: float = 0.25
-    """A compact spot (a nanoparticle, a precipitate, a void; :mod:`samiam.proposals.spots`) is a
-    proposal of its own when its core stands out from the ring around it by this fraction of the
-    image's stretched 0..1 range (0.5..99.5 percentiles). Set on the particles set's tuning half
-    (Cu*, PtCo*, PtW*): pooled F1 0.27 at 0.25, 0.265 at 0.15, 0.24 at 0.35."""
-    classical_particle_noise: float = 3.0
-    """... and by this many standard deviations of the image's pixel noise. Not tuned: a spot three
-    noise sigmas above its ring is not noise."""
     classical_blob_contrast: float = 5.0
     """In an image without a lattice, a compact spot smaller than the texture window (a
     particle, a void) becomes a proposal of its own when its intensity, smoothed over half the

@@ -1,15 +1,12 @@
-"""The spot stage (:mod:`samiam.proposals.spots`) and its proposals in the classical proposer, on
+"""The spot stage (:mod:`samiam.proposals.spots`), on
 scenes drawn here with numpy (not samiam.synth): discs of known outline on a lumpy support."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from test_proposals_classical import micrograph
 
-from samiam.proposals import ClassicalProposer
 from samiam.proposals.spots import find_spots, polarity
-from samiam.settings import ProposalSettings
 
 SIDE = 384
 CENTRES = [(60 + 64 * (i // 5), 50 + 70 * (i % 5)) for i in range(25)]
@@ -93,14 +90,3 @@ def test_spots_below_the_least_radius_are_not_searched():
     image, _ = particle_scene()
     spots = find_spots(image, contrast=0.25, noise=3, min_radius=6)
     assert spots.count and spots.radii.min() >= 6
-
-
-def test_the_classical_proposer_makes_each_particle_a_proposal_cut_out_of_its_support():
-    image, truth = particle_scene()
-    proposals = ClassicalProposer(ProposalSettings()).propose(micrograph(image))
-    small = [m for m in proposals.masks if m.sum() < 400]
-    assert len(small) >= 25
-    ious = [max((m & disc).sum() / (m | disc).sum() for m in proposals.masks)
-            for disc in (truth == k for k in range(1, 26))]
-    assert np.median(ious) > 0.8, ious
-    assert (proposals.masks.sum(axis=0) <= 1).all(), "the classical proposals stay disjoint"

@@ -41,7 +41,6 @@ import numpy as np
 from samiam import masks as masklib
 from samiam.io import Micrograph
 from samiam.proposals.base import Proposals
-from samiam.proposals.spots import find_spots as find_particles
 from samiam.proposals.unlabelled import unlabelled_areas
 from samiam.settings import ProposalSettings, scale_to_image
 
@@ -59,12 +58,6 @@ and those with one of the tuning data: the particle tuning half (Cu*, PtCo*, PtW
 seeds (tests/second_generator.py: the strongest lattice ring at 7.1 or more, most above 50)."""
 ENERGY_FLOOR = 1e-6
 """Added to energies (in units of the image's variance) before the log, so that flat areas are finite."""
-PARTICLE_MIN_SIDE = 256
-"""Images with a shorter side than this get no particle proposals: the spot stage's ring and
-stretch statistics need room (a 96 px test tile of noise gave a third material)."""
-MIN_PARTICLES = 10
-"""Fewer spots than this are no population of particles and make no proposals (on a small
-image a lump or two would become a material; the booster's ``population_members`` default)."""
 SPOT_WINDOWS = 2.0
 """Spots are at most this many texture-window sigmas in radius (the window's reach): larger
 bright or dark areas are left to the texture segmentation."""
@@ -120,15 +113,7 @@ class ClassicalProposer:
         rows = np.arange(grey.shape[0]) // maps.factor
         cols = np.arange(grey.shape[1]) // maps.factor
         masks = masklib.from_label_map(labels[np.ix_(rows, cols)], int(labels.max()))
-        if min(grey.shape) < PARTICLE_MIN_SIDE:
-            return Proposals(masks, scores.astype(np.float32))
-        particles = find_particles(grey, settings.classical_particle_contrast, settings.classical_particle_noise,
-                                   min_radius=0.0 if maps.lattice is None else maps.lattice)
-        if particles.count < MIN_PARTICLES:
-            return Proposals(masks, scores.astype(np.float32))
-        masks &= ~(particles.labels > 0)  # the particles' outlines, at full resolution, are cut out of the regions
-        return Proposals(np.concatenate([masks, masklib.from_label_map(particles.labels, particles.count)]),
-                         np.concatenate([scores, particles.scores]).astype(np.float32))
+        return Proposals(masks, scores.astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -146,7 +131,6 @@ class TextureMaps:
     spots: (h, w) int64, 0 outside the compact spots, 1..S inside them (see :func:`find_spots`).
     factor: the image is ``factor`` times larger than the maps (h = ceil(H / factor)).
     window: sigma of the Gaussian texture window, in working-resolution px.
-    lattice: the lattice period in image px, None when the image has no lattice.
     period: the lattice period (or, without a lattice, the period that goes with the largest
         window), in working-resolution px.
     """
@@ -158,7 +142,6 @@ class TextureMaps:
     factor: int
     window: float
     period: float
-    lattice: float | None
 
 
 def dominant_period(grey: np.ndarray) -> float | None:
@@ -225,7 +208,7 @@ def texture_features(grey: np.ndarray, settings: ProposalSettings) -> TextureMap
     features = np.concatenate([linear[..., :1], np.log(linear[..., 1:] + ENERGY_FLOOR)], axis=-1)
     edges = linear / np.maximum(linear.std(axis=(0, 1)), ENERGY_FLOOR)
     return TextureMaps(features.astype(np.float32), edges.astype(np.float32), fine.astype(np.float32),
-                       spots, factor, window, period / factor, lattice)
+                       spots, factor, window, period / factor)
 
 
 def find_spots(fine: np.ndarray, detail: np.ndarray, window: float, contrast: float,
