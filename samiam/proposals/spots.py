@@ -150,11 +150,9 @@ def _candidates(work: np.ndarray, fine: np.ndarray, sign: float, radii: np.ndarr
         if taken[y, x]:
             continue
         radius = radii[k]
-        window, (y0, x0) = _window(smooth, y, x, RING[1] * radius)
-        distance = np.hypot(*np.ogrid[y0 - y:y0 - y + window.shape[0], x0 - x:x0 - x + window.shape[1]])
-        ring = window[(distance > RING[0] * radius) & (distance <= RING[1] * radius)]
-        core = window[distance <= max(CORE * radius, 1.0)]
-        difference = float(core.mean() - np.median(ring)) if ring.size else 0.0
+        window, (y0, x0), distance = _window(smooth, y, x, RING[1] * radius)
+        levels = _core_and_ring(window, distance, radius)
+        difference = levels[0] - levels[1] if levels else 0.0
         if difference < floor:
             continue
         inside = distance <= radius
@@ -166,12 +164,25 @@ def _candidates(work: np.ndarray, fine: np.ndarray, sign: float, radii: np.ndarr
                        np.asarray(contrasts, np.float64))
 
 
-def _window(image: np.ndarray, y: float, x: float, reach: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """The part of ``image`` within ``reach`` px (a square) of ``(y, x)``, and its top-left corner."""
+def _window(image: np.ndarray, y: float, x: float,
+            reach: float) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+    """The part of ``image`` within ``reach`` px (a square) of ``(y, x)``, its top-left corner, and
+    each of its pixels' distance from ``(y, x)`` (same shape as the part)."""
     reach = int(np.ceil(reach))
     y0, x0 = max(0, int(y) - reach), max(0, int(x) - reach)
-    return image[y0:int(y) + reach + 1, x0:int(x) + reach + 1], (y0, x0)
+    window = image[y0:int(y) + reach + 1, x0:int(x) + reach + 1]
+    distance = np.hypot(*np.ogrid[y0 - y:y0 - y + window.shape[0], x0 - x:x0 - x + window.shape[1]])
+    return window, (y0, x0), distance
 
+
+def _core_and_ring(window: np.ndarray, distance: np.ndarray, radius: float) -> tuple[float, float] | None:
+    """A spot's core mean and ring median (:data:`CORE`, :data:`RING`) in ``window``, whose pixels
+    lie ``distance`` from its centre; None when the window holds no ring or no core."""
+    ring = window[(distance > RING[0] * radius) & (distance <= RING[1] * radius)]
+    core = window[distance <= max(CORE * radius, 1.0)]
+    if not ring.size or not core.size:
+        return None
+    return float(core.mean()), float(np.median(ring))
 
 def _outlines(grey: np.ndarray, work: np.ndarray, factor: int,
               kept: list[tuple[int, _Candidates]], least: float) -> Spots:
@@ -191,13 +202,11 @@ def _outlines(grey: np.ndarray, work: np.ndarray, factor: int,
         image = sign * blurred
         for (y, x), radius, difference in zip(found.centres, found.radii, found.contrast):
             cy, cx, r = (y + 0.5) * factor - 0.5, (x + 0.5) * factor - 0.5, radius * factor
-            window, (y0, x0) = _window(image, cy, cx, RING[1] * r)
-            distance = np.hypot(*np.ogrid[y0 - cy:y0 - cy + window.shape[0], x0 - cx:x0 - cx + window.shape[1]])
-            ring = window[(distance > RING[0] * r) & (distance <= RING[1] * r)]
-            core = window[distance <= max(CORE * r, 1.0)]
-            if not ring.size or not core.size:
+            window, (y0, x0), distance = _window(image, cy, cx, RING[1] * r)
+            levels = _core_and_ring(window, distance, r)
+            if levels is None:
                 continue
-            half = (float(core.mean()) + float(np.median(ring))) / 2
+            half = sum(levels) / 2
             region = (window >= half) & (distance <= REACH * r)
             pieces = ndimage.label(region)[0]
             centre = pieces[min(round(cy) - y0, window.shape[0] - 1), min(round(cx) - x0, window.shape[1] - 1)]
